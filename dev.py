@@ -1,0 +1,97 @@
+"""Set up the project and run it, on a machine with only Python 3.11+, pip and npm.
+
+    python3 dev.py serve [ARGS]   set up, then run `poet-grpc serve ARGS` (gRPC :50051, REST :8080)
+    python3 dev.py test [ARGS]    set up, then run every check: stubs fresh, buf lint, pytest ARGS
+    python3 dev.py setup          only set up
+
+Setting up creates .venv/ and installs the project with its dev extras into it
+(again only when pyproject.toml changed), and installs buf from npm for the
+contract checks. Standard library only: this script runs before anything is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+STAMP = VENV / ".poet-installed"
+
+
+def step(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def run(*command: str | os.PathLike, **kwargs) -> None:
+    started = time.monotonic()
+    result = subprocess.run([str(c) for c in command], cwd=ROOT, **kwargs)
+    if result.returncode != 0:
+        sys.exit(f"dev.py: failed ({result.returncode}) after {time.monotonic() - started:.0f}s: {' '.join(map(str, command))}")
+
+
+def _fingerprint(*files: str) -> str:
+    digest = hashlib.sha256()
+    for name in files:
+        path = ROOT / name
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return digest.hexdigest()
+
+
+def setup(*, with_buf: bool) -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("dev.py: Python 3.11 or newer is required")
+    wanted = _fingerprint("pyproject.toml")
+    if not (BIN / "python").exists():
+        step("creating .venv")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    if not STAMP.exists() or STAMP.read_text() != wanted:
+        step("installing poet-grpc and its dependencies into .venv (first run takes a minute or two)")
+        run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+        run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+        STAMP.write_text(wanted)
+    if with_buf and not (ROOT / "node_modules" / ".bin" / "buf").exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            sys.exit("dev.py: npm is needed for buf (contract lint); install Node.js and npm")
+        step("installing buf from npm")
+        run(npm, "ci" if (ROOT / "package-lock.json").exists() else "install", "--no-audit", "--no-fund", "--loglevel=error")
+
+
+def test(args: list[str]) -> None:
+    setup(with_buf=True)
+    step("checking generated stubs are fresh")
+    run(BIN / "python", "scripts/generate.py", "--check")
+    step("buf lint")
+    run(ROOT / "node_modules" / ".bin" / "buf", "lint")
+    step("pytest")
+    os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *args])
+
+
+def serve(args: list[str]) -> None:
+    setup(with_buf=False)
+    os.execv(BIN / "poet-grpc", [str(BIN / "poet-grpc"), "serve", *args])
+
+
+def main() -> None:
+    command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("--help", [])
+    if command == "serve":
+        serve(args)
+    elif command == "test":
+        test(args)
+    elif command == "setup":
+        setup(with_buf=True)
+    else:
+        print(__doc__)
+        sys.exit(0 if command in ("-h", "--help") else 2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""POET service."""

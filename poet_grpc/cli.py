@@ -1,0 +1,164 @@
+"""poet-grpc: run the POET service, or use it from a shell.
+
+    poet-grpc serve                      gRPC + REST gateway on a SQLite file
+    poet-grpc gateway --grpc HOST:PORT   only the REST gateway, in front of a running server
+    poet-grpc enhance FILE --function NAME [--domain D]
+    poet-grpc versions NAME | version NAME VERSION
+    poet-grpc feedback NAME --version v1 --type user --rating 4
+    poet-grpc events [--function NAME] [--type T] [--follow]
+    poet-grpc publish FILE.json | domains | health
+
+Client commands print JSON on stdout (events: one JSON object per line) and
+errors on stderr. Exit codes: 0 ok, 1 the server refused the request,
+2 bad command line, 3 the server could not be reached, 4 not serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from poet_grpc.config import Settings
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_SERVING = 0, 1, 2, 3, 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="poet-grpc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    defaults = Settings()
+
+    serve = commands.add_parser("serve", help="run the gRPC server and the REST gateway")
+    serve.add_argument("--grpc-listen", help=f"gRPC host:port [env POET_GRPC_LISTEN, default {defaults.grpc_listen}]")
+    serve.add_argument("--http-listen", help=f"REST gateway host:port [env POET_HTTP_LISTEN, default {defaults.http_listen}]")
+    serve.add_argument("--no-gateway", action="store_true", help="serve gRPC only, without the Envoy REST gateway")
+    serve.add_argument("--db", type=Path, help=f"SQLite file [env POET_DB, default {defaults.db}]")
+    serve.add_argument("--log-level", help=f"DEBUG, INFO, WARNING... [env POET_LOG_LEVEL, default {defaults.log_level}]")
+
+    gateway = commands.add_parser("gateway", help="run only the Envoy REST gateway in front of a running gRPC server")
+    gateway.add_argument("--grpc", default=None, help="the gRPC server's host:port [default: POET_GRPC_LISTEN or 127.0.0.1:50051]")
+    gateway.add_argument("--http-listen", help=f"REST host:port [env POET_HTTP_LISTEN, default {defaults.http_listen}]")
+
+    def client(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument(
+            "--server", default=None, help="gRPC address of the service [default: POET_GRPC_LISTEN or 127.0.0.1:50051]"
+        )
+        sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer [default 60]")
+        return sub
+
+    enhance = client("enhance", "enhance the function defined in a Python file")
+    enhance.add_argument("file", type=Path, help="Python file that defines the function ('-' for stdin)")
+    enhance.add_argument("--function", required=True, help="name of the function to enhance")
+    enhance.add_argument("--domain", default="", help="domain rules to apply (see: poet-grpc domains)")
+    enhance.add_argument("--optimize-for", default="", help="reliability (default), performance or safety")
+    enhance.add_argument("--request-id", default="", help="idempotency key: a retry with the same key changes nothing")
+    enhance.add_argument("-o", "--output", type=Path, help="also write the enhanced Python module to this file")
+
+    versions = client("versions", "list the versions of a function")
+    versions.add_argument("function", help="function name")
+
+    version = client("version", "show one version with its code")
+    version.add_argument("function", help="function name")
+    version.add_argument("version", help='version label, e.g. v2, or "current"')
+
+    feedback = client("feedback", "send feedback on a version")
+    feedback.add_argument("function", help="function name")
+    feedback.add_argument("--version", required=True, help="version label, e.g. v1")
+    feedback.add_argument("--type", required=True, choices=["performance", "error", "user", "system"])
+    feedback.add_argument("--rating", type=float, help="1 to 5")
+    feedback.add_argument("--comments", default="")
+    feedback.add_argument("--execution-id", default="")
+    feedback.add_argument("--success-rate", type=float)
+    feedback.add_argument("--avg-duration", type=float, help="milliseconds")
+    feedback.add_argument("--error-rate", type=float)
+    feedback.add_argument("--suggestion", action="append", default=[], help="may be repeated")
+    feedback.add_argument("--request-id", default="")
+
+    events = client("events", "list logged events, or follow them live")
+    events.add_argument("--function", default="", help="only events about this function")
+    events.add_argument("--type", default="", help="only events of this type")
+    events.add_argument("--correlation-id", default="")
+    events.add_argument("--limit", type=int, default=0, help="stop after this many events (list mode)")
+    events.add_argument("--follow", action="store_true", help="keep streaming new events until interrupted")
+    events.add_argument("--after", type=int, default=0, help="with --follow: start after this log position")
+
+    publish = client("publish", "append events from a JSON file (an event object or a list of them)")
+    publish.add_argument("file", type=Path, help="JSON file ('-' for stdin)")
+
+    client("domains", "list the domains and their parameters")
+    client("health", "check the server's health (exit 0 serving, 3 unreachable, 4 not serving)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "gateway":
+            return _gateway(args)
+        from poet_grpc import client_commands
+
+        return client_commands.run(args, _server_address(args))
+    except ValueError as exc:  # bad settings from flags or environment
+        print(f"poet-grpc: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _server_address(args) -> str:
+    return args.server or os.environ.get("POET_GRPC_LISTEN") or Settings().grpc_listen
+
+
+def _serve(args) -> int:
+    from poet_grpc.server import serve
+
+    settings = Settings.from_env(
+        grpc_listen=args.grpc_listen,
+        http_listen=args.http_listen,
+        db=args.db,
+        log_level=args.log_level,
+        gateway=False if args.no_gateway else None,
+    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(serve(settings))
+    except OSError as exc:
+        print(f"poet-grpc: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+
+
+def _gateway(args) -> int:
+    from poet_grpc.gateway import EnvoyGateway, GatewayError
+
+    settings = Settings.from_env(http_listen=args.http_listen)
+    grpc_address = args.grpc or settings.grpc_listen
+
+    async def run() -> int:
+        gateway = EnvoyGateway(grpc_address, settings.http_listen)
+        try:
+            await gateway.start()
+        except GatewayError as exc:
+            print(f"poet-grpc: gateway failed to start: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        print(f"poet-grpc: REST gateway on port {gateway.http_port} -> gRPC {grpc_address}", flush=True)
+        try:
+            await gateway.wait()
+        finally:
+            await gateway.stop()
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Domain objects shared by the core, the store and the generator.
+
+Plain frozen dataclasses: no protobuf, no grpc. Times are UTC epoch seconds
+(float) so they sort and index cheaply in SQLite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Values of the REST API (seed 000); proto enums print the same names.
+VERSION_ACTIVE = "active"
+VERSION_DEPRECATED = "deprecated"
+FEEDBACK_TYPES = ("performance", "error", "user", "system")
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One event of the log (seed 002 schema plus its log position)."""
+
+    id: str
+    type: str
+    source: str
+    timestamp: float
+    payload: dict[str, Any] = field(default_factory=dict)
+    correlation_id: str = ""
+    causation_id: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    """Envelope: version (schema), service, environment."""
+    function_name: str = ""
+    """Function the event concerns; "" for system-wide events."""
+    position: int = 0
+    """Position in the log; 0 until appended."""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What appending one event did."""
+
+    id: str
+    position: int
+    duplicate: bool
+    """True when an event with this id was already logged (nothing appended)."""
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Selects events; empty fields match everything."""
+
+    function_name: str = ""
+    event_type: str = ""
+    correlation_id: str = ""
+    start_time: float | None = None
+    """Inclusive lower bound on timestamp."""
+    end_time: float | None = None
+    """Exclusive upper bound on timestamp."""
+
+
+@dataclass(frozen=True)
+class VersionMetrics:
+    success_rate: float = 0.0
+    avg_duration: float = 0.0
+    error_rate: float = 0.0
+    feedback_count: int = 0
+    avg_rating: float = 0.0
+    rating_count: int = 0
+
+
+@dataclass(frozen=True)
+class GeneratedCode:
+    """What a generator produced for one function."""
+
+    python: str
+    dana: str = ""
+    optimizations: tuple[str, ...] = ()
+    safety_level: float = 0.0
+    generator: str = "template"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EnhancementSpec:
+    """Everything a version is generated from; equal specs give equal versions."""
+
+    function_name: str
+    original_code: str
+    domain: str = "base_reliability"
+    optimize_for: str = "reliability"
+    context: dict[str, Any] = field(default_factory=dict)
+    """imports, dependencies, environment (seed 000 EnhanceRequest.context)."""
+    dana_source: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    """Parameters requested by the caller; they override the domain defaults."""
+
+
+@dataclass(frozen=True)
+class FunctionVersion:
+    """A stored version of an enhanced function."""
+
+    function_name: str
+    version: str
+    """"v1", "v2", ..."""
+    number: int
+    created_at: float
+    status: str
+    spec: EnhancementSpec
+    code: GeneratedCode
+    content_hash: str
+    """Hash of the spec; a request with the same hash reuses this version."""
+    parent_version: str = ""
+    metrics: VersionMetrics = field(default_factory=VersionMetrics)
+    current: bool = False

@@ -1,0 +1,343 @@
+"""Analysis: what a source module and its function look like, from the AST alone.
+
+Nothing here executes the code under analysis.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from poet_grpc.generator._errors import AnalysisError
+
+RESERVED_PREFIX = "_poet_"
+"""Names the generated POET section defines start with this (any case); the
+original module may not use it for module-level names or parameters."""
+
+POSITIONAL_ONLY = "POSITIONAL_ONLY"
+POSITIONAL_OR_KEYWORD = "POSITIONAL_OR_KEYWORD"
+VAR_POSITIONAL = "VAR_POSITIONAL"
+KEYWORD_ONLY = "KEYWORD_ONLY"
+VAR_KEYWORD = "VAR_KEYWORD"
+"""Parameter kinds, named as `inspect.Parameter` names them."""
+
+_TYPING_MODULES = frozenset({"typing", "typing_extensions"})
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One parameter of the analysed function."""
+
+    name: str
+    kind: str
+    """One of POSITIONAL_ONLY, POSITIONAL_OR_KEYWORD, VAR_POSITIONAL, KEYWORD_ONLY, VAR_KEYWORD."""
+    annotation: str = ""
+    """Annotation as source text; "" when unannotated."""
+    has_default: bool = False
+    default: str = ""
+    """Default value as source text; "" when there is none."""
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    """The analysed top-level function and the module around it."""
+
+    name: str
+    is_async: bool
+    is_generator: bool
+    """True when the body itself yields (calling it only creates a generator)."""
+    signature: str
+    """Parameters and return annotation as source text, e.g. "(a: int, /, *args, k=1) -> str"."""
+    parameters: tuple[ParamInfo, ...]
+    return_annotation: str
+    """"" when unannotated."""
+    docstring: str | None
+    decorators: tuple[str, ...]
+    """Decorator expressions as source text, outermost first."""
+    imports: tuple[str, ...]
+    """Modules the module imports anywhere (sorted; relative ones start with ".")."""
+    lineno: int
+
+
+@dataclass(frozen=True)
+class ModuleScope:
+    """Which names the module binds at module level, for resolving annotations."""
+
+    bound: frozenset[str]
+    """Every name the module (possibly) binds globally."""
+    typing_names: Mapping[str, str] = field(default_factory=dict)
+    """Local name -> typing attribute, for names bound only by `from typing import X [as name]`."""
+    typing_modules: frozenset[str] = frozenset()
+    """Local names bound only by `import typing [as name]`."""
+    star_import: bool = False
+    """True when `from m import *` may bind anything."""
+
+    def is_builtin(self, name: str) -> bool:
+        """The name certainly refers to the builtin of that name."""
+        return not self.star_import and name not in self.bound
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the renderer needs: the public info plus the parsed tree."""
+
+    info: FunctionInfo
+    source: str
+    tree: ast.Module
+    node: ast.FunctionDef | ast.AsyncFunctionDef
+    scope: ModuleScope
+
+
+def analyze(source: str, function_name: str) -> FunctionInfo:
+    """Describe the top-level function `function_name` defined in `source`.
+
+    Raises AnalysisError(field="original_code") when the source does not parse or
+    uses names reserved for the generated code, and AnalysisError(field="function_name")
+    when no top-level function has that name (the message lists the ones defined).
+    """
+    return analyze_module(source, function_name).info
+
+
+def first_function_name(source: str) -> str:
+    """Name of the first top-level function (def or async def) in `source`."""
+    tree = parse(source)
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return stmt.name
+    raise AnalysisError("original_code", "the code defines no top-level function")
+
+
+def parse(source: str) -> ast.Module:
+    """The module's AST; AnalysisError(field="original_code") when it does not parse."""
+    try:
+        return ast.parse(source, filename="<original_code>", type_comments=False)
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}, column {exc.offset}" if exc.lineno else "unknown position"
+        text = f": {exc.text.strip()!r}" if exc.text and exc.text.strip() else ""
+        raise AnalysisError("original_code", f"syntax error at {where}: {exc.msg}{text}") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
+        raise AnalysisError("original_code", f"the code cannot be parsed: {exc}") from None
+
+
+def analyze_module(source: str, function_name: str) -> Analysis:
+    """analyze(), keeping the tree, the function's node and the module scope."""
+    if not function_name:
+        raise AnalysisError("function_name", "function_name is empty")
+    if not function_name.isidentifier():
+        raise AnalysisError("function_name", f"{function_name!r} is not a Python identifier")
+    tree = parse(source)
+    node = _find_function(tree, function_name)
+    scope = module_scope(tree)
+    _check_reserved(scope, node)
+    params = tuple(_parameters(node.args))
+    info = FunctionInfo(
+        name=node.name,
+        is_async=isinstance(node, ast.AsyncFunctionDef),
+        is_generator=_yields(node),
+        signature=_signature(node),
+        parameters=params,
+        return_annotation=ast.unparse(node.returns) if node.returns is not None else "",
+        docstring=ast.get_docstring(node),
+        decorators=tuple(ast.unparse(d) for d in node.decorator_list),
+        imports=_imports(tree),
+        lineno=node.lineno,
+    )
+    return Analysis(info=info, source=source, tree=tree, node=node, scope=scope)
+
+
+def def_header(node: ast.FunctionDef | ast.AsyncFunctionDef, *, docstring: bool = False) -> str:
+    """The `def`/`async def` line of the function as source text, without decorators;
+    with docstring=True followed by the function's docstring (if any), indented."""
+    body: list[ast.stmt] = [ast.Pass()]
+    if docstring and node.body and _is_docstring(node.body[0]):
+        body.insert(0, node.body[0])
+    bare = type(node)(
+        name=node.name,
+        args=node.args,
+        body=body,
+        decorator_list=[],
+        returns=node.returns,
+        type_comment=None,
+        **({"type_params": node.type_params} if hasattr(node, "type_params") else {}),
+    )
+    text = ast.unparse(ast.fix_missing_locations(bare))
+    header, _, _ = text.rpartition("\n")  # drop the `pass`
+    return header
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
+def _find_function(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef:
+    found = None
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == name:
+            found = stmt  # the last definition is the one the module binds
+    if found is not None:
+        return found
+    defined = [s.name for s in tree.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    nested = any(
+        isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name and n not in tree.body
+        for n in ast.walk(tree)
+    )
+    message = f"no top-level function named {name!r}"
+    if nested:
+        message += " (a nested function or method of that name exists; only top-level functions can be enhanced)"
+    if defined:
+        message += "; functions defined: " + ", ".join(dict.fromkeys(defined))
+    else:
+        message += "; the code defines no top-level function"
+    raise AnalysisError("function_name", message)
+
+
+def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+    text = f"({ast.unparse(node.args)})"
+    if node.returns is not None:
+        text += f" -> {ast.unparse(node.returns)}"
+    return text
+
+
+def _parameters(args: ast.arguments) -> Iterator[ParamInfo]:
+    positional = [*args.posonlyargs, *args.args]
+    # defaults belong to the last len(defaults) positional parameters
+    first_default = len(positional) - len(args.defaults)
+    for index, arg in enumerate(positional):
+        kind = POSITIONAL_ONLY if index < len(args.posonlyargs) else POSITIONAL_OR_KEYWORD
+        default = args.defaults[index - first_default] if index >= first_default else None
+        yield _param(arg, kind, default)
+    if args.vararg is not None:
+        yield _param(args.vararg, VAR_POSITIONAL, None)
+    for arg, default in zip(args.kwonlyargs, args.kw_defaults):
+        yield _param(arg, KEYWORD_ONLY, default)
+    if args.kwarg is not None:
+        yield _param(args.kwarg, VAR_KEYWORD, None)
+
+
+def _param(arg: ast.arg, kind: str, default: ast.expr | None) -> ParamInfo:
+    return ParamInfo(
+        name=arg.arg,
+        kind=kind,
+        annotation=ast.unparse(arg.annotation) if arg.annotation is not None else "",
+        has_default=default is not None,
+        default=ast.unparse(default) if default is not None else "",
+    )
+
+
+def _own_nodes(node: ast.AST) -> Iterator[ast.AST]:
+    """Nodes of a function's body, not descending into nested scopes."""
+    stack = list(ast.iter_child_nodes(node))
+    while stack:
+        child = stack.pop()
+        yield child
+        if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(child))
+
+
+def _yields(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    body = ast.Module(body=node.body, type_ignores=[])
+    return any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in _own_nodes(body))
+
+
+def _imports(tree: ast.Module) -> tuple[str, ...]:
+    names = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import):
+            names.update(alias.name for alias in n.names)
+        elif isinstance(n, ast.ImportFrom):
+            names.add("." * n.level + (n.module or ""))
+    return tuple(sorted(names))
+
+
+def module_scope(tree: ast.Module) -> ModuleScope:
+    """Names bound at module level, and which of them are typing names.
+
+    Over-approximates (comprehension variables at module level count as bound),
+    which only ever disables a type check, never adds one.
+    """
+    sources: dict[str, set[tuple[str, str]]] = {}
+    star = False
+
+    def bind(name: str, source: tuple[str, str] = ("other", "")) -> None:
+        sources.setdefault(name, set()).add(source)
+
+    stack: list[ast.AST] = list(tree.body)
+    while stack:
+        n = stack.pop()
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bind(n.name)
+            # decorators, defaults, annotations and bases run at module level
+            stack.extend(n.decorator_list)
+            if isinstance(n, ast.ClassDef):
+                stack.extend(n.bases)
+                stack.extend(n.keywords)
+            else:
+                stack.append(n.args)
+                if n.returns is not None:
+                    stack.append(n.returns)
+            continue
+        if isinstance(n, ast.Lambda):
+            stack.append(n.args)
+            continue
+        if isinstance(n, ast.arg):  # parameter names are local
+            if n.annotation is not None:
+                stack.append(n.annotation)
+            continue
+        if isinstance(n, ast.Import):
+            for alias in n.names:
+                if alias.asname:
+                    bind(alias.asname, ("module", alias.name))
+                else:
+                    top = alias.name.partition(".")[0]
+                    bind(top, ("module", top) if top == alias.name else ("other", ""))
+            continue
+        if isinstance(n, ast.ImportFrom):
+            for alias in n.names:
+                if alias.name == "*":
+                    star = True
+                elif n.level == 0 and n.module in _TYPING_MODULES:
+                    bind(alias.asname or alias.name, ("typing", alias.name))
+                else:
+                    bind(alias.asname or alias.name)
+            continue
+        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            bind(n.id)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            bind(n.name)
+        elif isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name:
+            bind(n.name)
+        elif isinstance(n, ast.MatchMapping) and n.rest:
+            bind(n.rest)
+        stack.extend(ast.iter_child_nodes(n))
+    for n in ast.walk(tree):  # `global x` inside any function binds x in the module
+        if isinstance(n, ast.Global):
+            for name in n.names:
+                bind(name)
+
+    typing_names = {}
+    typing_modules = set()
+    for name, found in sources.items():
+        if len(found) != 1:
+            continue
+        ((kind, what),) = found
+        if kind == "typing":
+            typing_names[name] = what
+        elif kind == "module" and what in _TYPING_MODULES:
+            typing_modules.add(name)
+    return ModuleScope(
+        bound=frozenset(sources),
+        typing_names=typing_names,
+        typing_modules=frozenset(typing_modules),
+        star_import=star,
+    )
+
+
+def _check_reserved(scope: ModuleScope, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+    names = set(scope.bound) | {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)}
+    reserved = sorted(n for n in names if n.lower().startswith(RESERVED_PREFIX))
+    if reserved:
+        raise AnalysisError(
+            "original_code",
+            f"names starting with {RESERVED_PREFIX!r} are reserved for the generated code: " + ", ".join(reserved),
+        )

@@ -1,0 +1,68 @@
+"""generate(): analysis, parameters, rendering, the Dana annotation and the gate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from poet_grpc.core.models import EnhancementSpec, GeneratedCode
+from poet_grpc.generator import _render
+from poet_grpc.generator._analysis import analyze_module, first_function_name
+from poet_grpc.generator._dana import annotate_dana
+from poet_grpc.generator._errors import AnalysisError
+from poet_grpc.generator._gate import check_generated
+from poet_grpc.generator._params import resolve_domain, resolve_optimize_for, resolve_params
+
+GENERATOR = "template"
+
+SAFETY_WEIGHTS = {
+    _render.INPUT_VALIDATION: 0.25,
+    _render.OUTPUT_VALIDATION: 0.15,
+    _render.RETRY: 0.15,
+    _render.TIMEOUT: 0.15,
+    _render.EXECUTION_METRICS: 0.10,
+    _render.ELEMENT_VALIDATION: 0.10,
+    _render.FINITE_VALIDATION: 0.10,
+}
+"""Weight of each safeguard in safety_level; they sum to 1."""
+
+
+def safety_level(optimizations: Iterable[str]) -> float:
+    """A 0-1 score: the sum of SAFETY_WEIGHTS over the safeguards the generated code
+    actually contains (rounded to 2 decimals). Argument checks count 0.25; result
+    checks, retries and a deadline 0.15 each; metrics, container-element checks and
+    NaN/infinity checks 0.10 each. A safeguard counts only if code for it was emitted:
+    input_validation needs at least one checkable parameter annotation,
+    output_validation a checkable return annotation, retry max_retries > 0, timeout
+    timeout_seconds > 0 (neither applies to generator functions)."""
+    return round(sum(SAFETY_WEIGHTS.get(o, 0.0) for o in set(optimizations)), 2)
+
+
+def generate(spec: EnhancementSpec) -> GeneratedCode:
+    """The enhanced version of spec.function_name (the first function when empty).
+
+    Raises AnalysisError for a request that cannot be enhanced (its `field` names the
+    culprit: original_code, function_name, domain, optimize_for, config, dana_source)
+    and GateError when the generated code fails the gate (a generator bug).
+    Blocking (the gate runs a subprocess): call it from a worker thread in async code.
+    """
+    domain = resolve_domain(spec.domain)
+    optimize_for = resolve_optimize_for(spec.optimize_for)
+    name = spec.function_name or first_function_name(spec.original_code)
+    analysis = analyze_module(spec.original_code, name)
+    if analysis.info.is_async and analysis.info.is_generator:
+        raise AnalysisError(
+            "original_code",
+            f"{name} is an async generator function; the template generator cannot enhance those yet",
+        )
+    params = resolve_params(domain, optimize_for, spec.config)
+    rendered = _render.render(analysis, params, domain=domain, optimize_for=optimize_for)
+    dana = annotate_dana(spec.dana_source, name, domain, params)
+    check_generated(spec.original_code, rendered.python, name)
+    return GeneratedCode(
+        python=rendered.python,
+        dana=dana,
+        optimizations=rendered.optimizations,
+        safety_level=safety_level(rendered.optimizations),
+        generator=GENERATOR,
+        params=params,
+    )

@@ -1,0 +1,223 @@
+"""Request validation: every field rule of the API in one table.
+
+Runs before the servicer; a request that breaks any rule is rejected with
+INVALID_ARGUMENT and a BadRequest listing every violated field, and nothing is
+touched. (protovalidate would keep these rules in the .proto, but its
+validate.proto cannot be fetched on the build machines, so the rules live here.)
+Rules that need the service's knowledge (known domains, whether code parses)
+are checked by the core.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterator
+
+import grpc
+from google.protobuf.message import Message
+
+from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb
+from poet_grpc.config import Settings
+from poet_grpc.core.errors import FieldViolation, InvalidArgument
+from poet_grpc.interceptors._wrap import wrap_handler
+
+Rule = Callable[[Message, Settings], Iterator[FieldViolation]]
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+VERSION_LABEL = re.compile(r"v[1-9][0-9]{0,8}")
+EVENT_TYPE = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+){0,15}")
+MAX_ID = 128
+MAX_TEXT = 10_000
+
+
+def _get(message: Message, path: str):
+    for part in path.split("."):
+        message = getattr(message, part)
+    return message
+
+
+def required(path: str) -> Rule:
+    def rule(m, s):
+        if not _get(m, path):
+            yield FieldViolation(path, "is required")
+
+    return rule
+
+
+def matches(path: str, pattern: re.Pattern, what: str) -> Rule:
+    def rule(m, s):
+        text = _get(m, path)
+        if text and not pattern.fullmatch(text):
+            yield FieldViolation(path, f"must be {what}, got {text[:80]!r}")
+
+    return rule
+
+
+def max_length(path: str, limit: int | Callable[[Settings], int], unit: str = "characters") -> Rule:
+    def rule(m, s):
+        bound = limit(s) if callable(limit) else limit
+        size = len(_get(m, path).encode()) if unit == "bytes" else len(_get(m, path))
+        if size > bound:
+            yield FieldViolation(path, f"is {size} {unit}; the limit is {bound}")
+
+    return rule
+
+
+def function_name(path: str = "function_name", *, optional: bool = False) -> list[Rule]:
+    what = "a Python identifier of at most 128 characters"
+    return ([] if optional else [required(path)]) + [matches(path, IDENTIFIER, what)]
+
+
+def source_code(path: str) -> list[Rule]:
+    return [required(path), max_length(path, lambda s: s.max_code_bytes, "bytes")]
+
+
+def request_id() -> Rule:
+    return max_length("request_id", MAX_ID)
+
+
+def non_negative(*paths: str) -> Rule:
+    def rule(m, s):
+        for path in paths:
+            if _get(m, path) < 0:
+                yield FieldViolation(path, "must not be negative")
+
+    return rule
+
+
+def _feedback_values(m: pb.SubmitFeedbackRequest, s: Settings) -> Iterator[FieldViolation]:
+    if m.feedback_type == pb.FEEDBACK_TYPE_UNSPECIFIED:
+        yield FieldViolation("feedback_type", "is required: performance, error, user or system")
+    if m.HasField("rating") and not 1 <= m.rating <= 5:
+        yield FieldViolation("rating", f"must be between 1 and 5, got {m.rating:g}")
+    for rate in ("success_rate", "error_rate"):
+        value = getattr(m.metrics, rate)
+        if not 0 <= value <= 1:
+            yield FieldViolation(f"metrics.{rate}", f"must be between 0 and 1, got {value:g}")
+    if m.metrics.avg_duration < 0:
+        yield FieldViolation("metrics.avg_duration", "must not be negative")
+    if len(m.suggestions) > 100:
+        yield FieldViolation("suggestions", "at most 100 suggestions")
+
+
+def _version_label(m: pb.GetVersionRequest, s: Settings) -> Iterator[FieldViolation]:
+    if m.version and m.version != "current" and not VERSION_LABEL.fullmatch(m.version):
+        yield FieldViolation("version", f'must be "current" or a label like "v2", got {m.version[:40]!r}')
+
+
+def _time_range(m: pb.ListEventsRequest, s: Settings) -> Iterator[FieldViolation]:
+    if m.HasField("start_time") and m.HasField("end_time") and m.end_time.ToNanoseconds() <= m.start_time.ToNanoseconds():
+        yield FieldViolation("end_time", "must be after start_time")
+
+
+def _stream_start(m: pb.StreamEventsRequest, s: Settings) -> Iterator[FieldViolation]:
+    if m.live_only and m.after_position:
+        yield FieldViolation("live_only", "cannot be combined with after_position")
+
+
+def _published_events(m: pb.PublishEventsRequest, s: Settings) -> Iterator[FieldViolation]:
+    if not m.events:
+        yield FieldViolation("events", "at least one event is required")
+    if len(m.events) > s.max_publish_batch:
+        yield FieldViolation("events", f"{len(m.events)} events; at most {s.max_publish_batch} per call")
+        return
+    for i, event in enumerate(m.events):
+        where = f"events[{i}]"
+        if not event.type:
+            yield FieldViolation(f"{where}.type", "is required")
+        elif not EVENT_TYPE.fullmatch(event.type):
+            yield FieldViolation(f"{where}.type", f"must be dot-separated words like drift.detected, got {event.type[:80]!r}")
+        for name in ("id", "correlation_id", "causation_id"):
+            if len(getattr(event, name)) > MAX_ID:
+                yield FieldViolation(f"{where}.{name}", f"at most {MAX_ID} characters")
+        if event.function_name and not IDENTIFIER.fullmatch(event.function_name):
+            yield FieldViolation(f"{where}.function_name", "must be a Python identifier")
+        size = event.ByteSize()
+        if size > s.max_event_bytes:
+            yield FieldViolation(where, f"is {size} bytes; the limit is {s.max_event_bytes}")
+
+
+RULES: dict[type[Message], list[Rule]] = {
+    pb.EnhanceRequest: [
+        *function_name(),
+        *source_code("original_code"),
+        max_length("domain", 64),
+        max_length("optimize_for", 64),
+        request_id(),
+    ],
+    pb.EnhanceTranspiledRequest: [
+        required("transpilation_id"),
+        max_length("transpilation_id", MAX_ID),
+        max_length("agent_id", MAX_ID),
+        *function_name(),
+        *source_code("python_code"),
+        max_length("dana_source", lambda s: s.max_code_bytes, "bytes"),
+        max_length("domain", 64),
+        request_id(),
+    ],
+    pb.EnhanceExternalRequest: [
+        *source_code("function_code"),
+        *function_name(optional=True),
+        max_length("domain", 64),
+        max_length("client_id", MAX_ID),
+        request_id(),
+    ],
+    pb.SubmitFeedbackRequest: [
+        *function_name(),
+        required("version"),
+        matches("version", VERSION_LABEL, 'a version label like "v2"'),
+        max_length("execution_id", MAX_ID),
+        max_length("comments", MAX_TEXT),
+        _feedback_values,
+        request_id(),
+    ],
+    pb.ListVersionsRequest: [*function_name(), non_negative("page_size")],
+    pb.GetVersionRequest: [*function_name(), required("version"), _version_label],
+    pb.ListEventsRequest: [
+        *function_name(optional=True),
+        max_length("event_type", 200),
+        max_length("correlation_id", MAX_ID),
+        non_negative("page_size", "limit"),
+        _time_range,
+    ],
+    pb.StreamEventsRequest: [
+        *function_name(optional=True),
+        max_length("event_type", 200),
+        max_length("correlation_id", MAX_ID),
+        non_negative("after_position"),
+        _stream_start,
+    ],
+    pb.PublishEventsRequest: [_published_events],
+}
+
+
+def violations(request: Message, settings: Settings) -> list[FieldViolation]:
+    return [v for rule in RULES.get(type(request), ()) for v in rule(request, settings)]
+
+
+class ValidationInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, settings: Settings):
+        self._settings = settings
+
+    def _check(self, request: Message) -> None:
+        found = violations(request, self._settings)
+        if found:
+            raise InvalidArgument(found)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        def unary(behavior):
+            async def handle(request, context):
+                self._check(request)
+                return await behavior(request, context)
+
+            return handle
+
+        def stream(behavior):
+            async def handle(request, context):
+                self._check(request)
+                async for item in behavior(request, context):
+                    yield item
+
+            return handle
+
+        return wrap_handler(await continuation(handler_call_details), unary, stream)

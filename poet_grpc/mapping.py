@@ -1,0 +1,234 @@
+"""Conversions between protobuf messages and the core's domain objects."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, resources_pb2
+from poet_grpc.core import models
+from poet_grpc.core.event_router import SCHEMA_VERSION, Checkpoint
+from poet_grpc.core.feedback import Feedback, FeedbackOutcome
+from poet_grpc.generator import DomainInfo
+
+FEEDBACK_STATUS = {"accepted": pb.accepted, "requires_update": pb.requires_update}
+VERSION_STATUS = {models.VERSION_ACTIVE: resources_pb2.active, models.VERSION_DEPRECATED: resources_pb2.deprecated}
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(round(seconds * 1e9)))
+    return ts
+
+
+def seconds(ts: timestamp_pb2.Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
+
+
+def struct(data: dict[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(data)
+    return out
+
+
+def plain(message: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(message)
+
+
+def value(data: Any) -> struct_pb2.Value:
+    out = struct_pb2.Value()
+    json_format.ParseDict(data, out)
+    return out
+
+
+# --- enhancement ---------------------------------------------------------
+
+
+def spec_from_enhance(request: pb.EnhanceRequest) -> models.EnhancementSpec:
+    context = {
+        "imports": list(request.context.imports),
+        "dependencies": list(request.context.dependencies),
+        "environment": request.context.environment,
+    }
+    return models.EnhancementSpec(
+        function_name=request.function_name,
+        original_code=request.original_code,
+        domain=request.domain,
+        optimize_for=request.optimize_for,
+        context=context,
+    )
+
+
+def spec_from_transpiled(request: pb.EnhanceTranspiledRequest) -> models.EnhancementSpec:
+    context = {
+        "source": "aitomatic_transpilation",
+        "transpilation_id": request.transpilation_id,
+        "agent_id": request.agent_id,
+    }
+    return models.EnhancementSpec(
+        function_name=request.function_name,
+        original_code=request.python_code,
+        domain=request.domain,
+        context=context,
+        dana_source=request.dana_source,
+        config=plain(request.config),
+    )
+
+
+def spec_from_external(request: pb.EnhanceExternalRequest, function_name: str, optimize_for: str) -> models.EnhancementSpec:
+    context = {"source": "external_api", "client_id": request.client_id, "objectives": list(request.objectives)}
+    return models.EnhancementSpec(
+        function_name=function_name,
+        original_code=request.function_code,
+        domain=request.domain,
+        optimize_for=optimize_for,
+        context=context,
+        config=plain(request.parameters),
+    )
+
+
+def enhanced_code(version: models.FunctionVersion) -> resources_pb2.EnhancedCode:
+    return resources_pb2.EnhancedCode(python=version.code.python, dana=version.code.dana)
+
+
+def enhancement_metadata(version: models.FunctionVersion) -> resources_pb2.EnhancementMetadata:
+    return resources_pb2.EnhancementMetadata(
+        domain=version.spec.domain,
+        optimizations=list(version.code.optimizations),
+        safety_level=version.code.safety_level,
+        generator=version.code.generator,
+    )
+
+
+def function_version(version: models.FunctionVersion, *, with_code: bool) -> resources_pb2.FunctionVersion:
+    m = version.metrics
+    out = resources_pb2.FunctionVersion(
+        function_name=version.function_name,
+        version=version.version,
+        created_at=timestamp(version.created_at),
+        status=VERSION_STATUS[version.status],
+        metrics=resources_pb2.VersionMetrics(
+            success_rate=m.success_rate,
+            avg_duration=m.avg_duration,
+            error_rate=m.error_rate,
+            feedback_count=m.feedback_count,
+            avg_rating=m.avg_rating,
+            rating_count=m.rating_count,
+        ),
+        metadata=enhancement_metadata(version),
+        params=struct(version.code.params),
+        optimize_for=version.spec.optimize_for,
+        parent_version=version.parent_version,
+        current=version.current,
+    )
+    if with_code:
+        out.enhanced_code.CopyFrom(enhanced_code(version))
+        out.original_code = version.spec.original_code
+    return out
+
+
+def domain(info: DomainInfo) -> resources_pb2.Domain:
+    return resources_pb2.Domain(
+        name=info.name,
+        description=info.description,
+        parameters=[
+            resources_pb2.DomainParameter(name=p.name, description=p.description, default_value=value(p.default))
+            for p in info.parameters
+        ],
+    )
+
+
+# --- feedback ------------------------------------------------------------
+
+
+def feedback(request: pb.SubmitFeedbackRequest) -> Feedback:
+    metrics = None
+    if request.HasField("metrics"):
+        metrics = {
+            "success_rate": request.metrics.success_rate,
+            "avg_duration": request.metrics.avg_duration,
+            "error_rate": request.metrics.error_rate,
+        }
+    return Feedback(
+        function_name=request.function_name,
+        version=request.version,
+        feedback_type=pb.FeedbackType.Name(request.feedback_type),
+        execution_id=request.execution_id,
+        rating=request.rating if request.HasField("rating") else None,
+        comments=request.comments,
+        metrics=metrics,
+        suggestions=list(request.suggestions),
+    )
+
+
+def feedback_response(outcome: FeedbackOutcome) -> pb.SubmitFeedbackResponse:
+    return pb.SubmitFeedbackResponse(
+        status=FEEDBACK_STATUS[outcome.status],
+        new_version=outcome.new_version,
+        update_reason=outcome.update_reason,
+        feedback_id=outcome.feedback_id,
+    )
+
+
+# --- events --------------------------------------------------------------
+
+
+def event(record: models.EventRecord) -> events_pb2.Event:
+    return events_pb2.Event(
+        id=record.id,
+        type=record.type,
+        source=record.source,
+        timestamp=timestamp(record.timestamp),
+        correlation_id=record.correlation_id,
+        causation_id=record.causation_id,
+        metadata=events_pb2.EventMetadata(**record.metadata),
+        payload=struct(record.payload),
+        position=record.position,
+        function_name=record.function_name,
+    )
+
+
+def event_record(message: events_pb2.Event, *, environment: str) -> models.EventRecord:
+    """A published event, with the defaults the server fills in."""
+    payload = plain(message.payload)
+    source = message.source or "external"
+    return models.EventRecord(
+        id=message.id or str(uuid.uuid4()),
+        type=message.type,
+        source=source,
+        timestamp=seconds(message.timestamp) if message.HasField("timestamp") else time.time(),
+        payload=payload,
+        correlation_id=message.correlation_id,
+        causation_id=message.causation_id,
+        metadata={
+            "version": message.metadata.version or SCHEMA_VERSION,
+            "service": message.metadata.service or source,
+            "environment": message.metadata.environment or environment,
+        },
+        function_name=message.function_name or str(payload.get("function_name", "")),
+    )
+
+
+def stream_item(item: models.EventRecord | Checkpoint) -> pb.StreamEventsResponse:
+    if isinstance(item, Checkpoint):
+        return pb.StreamEventsResponse(
+            checkpoint=events_pb2.StreamCheckpoint(position=item.position, caught_up=item.caught_up)
+        )
+    return pb.StreamEventsResponse(event=event(item))
+
+
+def event_filter(request: pb.ListEventsRequest | pb.StreamEventsRequest) -> models.EventFilter:
+    start = end = None
+    if isinstance(request, pb.ListEventsRequest):
+        start = seconds(request.start_time) if request.HasField("start_time") else None
+        end = seconds(request.end_time) if request.HasField("end_time") else None
+    return models.EventFilter(
+        function_name=request.function_name,
+        event_type=request.event_type,
+        correlation_id=request.correlation_id,
+        start_time=start,
+        end_time=end,
+    )

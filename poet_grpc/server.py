@@ -1,0 +1,120 @@
+"""Builds and runs the gRPC server: servicer, health, reflection, interceptors,
+graceful stop; `serve()` adds the Envoy REST gateway and signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from poet_grpc._gen.poet.v1 import poet_service_pb2, poet_service_pb2_grpc
+from poet_grpc.config import Settings
+from poet_grpc.core.app import Core
+from poet_grpc.interceptors import ErrorMappingInterceptor, ValidationInterceptor
+from poet_grpc.servicer import PoetServicer
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = poet_service_pb2.DESCRIPTOR.services_by_name["PoetService"].full_name
+
+
+class PoetServer:
+    """A started server. stop() is the graceful path: health turns NOT_SERVING,
+    streams end, in-flight calls get the grace period, then storage closes."""
+
+    def __init__(self, server: grpc.aio.Server, core: Core, health_servicer: health.aio.HealthServicer, port: int):
+        self.grpc_server = server
+        self.core = core
+        self.health = health_servicer
+        self.port = port
+        self._stopped = False
+
+    async def stop(self, grace: float | None = 10.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.health.enter_graceful_shutdown()
+        self.core.events.close()
+        await self.grpc_server.stop(grace)
+        await self.core.close()
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+
+async def create_server(settings: Settings) -> tuple[PoetServer, int]:
+    """Open the store, bind settings.grpc_listen, start serving; returns the server and its bound port."""
+    core = await Core.open(
+        settings.db,
+        synchronous=settings.sqlite_synchronous,
+        environment=settings.environment,
+        generator_workers=settings.generator_workers,
+    )
+    server = grpc.aio.server(
+        interceptors=[ErrorMappingInterceptor(), ValidationInterceptor(settings)],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    poet_service_pb2_grpc.add_PoetServiceServicer_to_server(PoetServicer(core, settings), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    try:
+        port = server.add_insecure_port(settings.grpc_listen)
+    except RuntimeError as exc:
+        await core.close()
+        raise OSError(f"cannot listen on {settings.grpc_listen} for gRPC: {exc}") from None
+    await server.start()
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return PoetServer(server, core, health_servicer, port), port
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    from poet_grpc.gateway import EnvoyGateway, GatewayError
+
+    server, port = await create_server(settings)
+    host = settings.grpc_listen.rpartition(":")[0]
+    grpc_address = f"{host}:{port}"
+    print(f"poet-grpc: gRPC listening on {grpc_address} (db {settings.db})", flush=True)
+    gateway = None
+    exit_code = 0
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if settings.gateway:
+            gateway = EnvoyGateway(grpc_address, settings.http_listen)
+            try:
+                await gateway.start()
+            except GatewayError as exc:
+                print(f"poet-grpc: gateway failed to start: {exc}", file=sys.stderr, flush=True)
+                return 1
+            print(f"poet-grpc: REST gateway listening on http://{settings.http_listen.rpartition(':')[0]}:{gateway.http_port}", flush=True)
+            gateway_exit = asyncio.create_task(gateway.wait())
+            stop_wait = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({gateway_exit, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if gateway_exit in done and not stop.is_set():
+                print(f"poet-grpc: gateway exited unexpectedly (code {gateway.returncode}); stopping", file=sys.stderr, flush=True)
+                exit_code = 1
+            for task in (gateway_exit, stop_wait):
+                task.cancel()
+        else:
+            await stop.wait()
+        print("poet-grpc: stopping (draining in-flight calls)", flush=True)
+    finally:
+        if gateway is not None:
+            await gateway.stop()
+        await server.stop(settings.shutdown_grace_seconds)
+    print("poet-grpc: stopped", flush=True)
+    return exit_code

@@ -1,0 +1,102 @@
+"""PoetService: maps requests to the core and results back. No business logic;
+validation and error mapping happen in interceptors."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+import grpc
+
+from poet_grpc import generator, mapping
+from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, poet_service_pb2_grpc
+from poet_grpc.config import Settings
+from poet_grpc.core.app import Core
+from poet_grpc.core.errors import InvalidArgument
+
+
+class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):
+    def __init__(self, core: Core, settings: Settings):
+        self._core = core
+        self._settings = settings
+
+    async def Enhance(self, request: pb.EnhanceRequest, context: grpc.aio.ServicerContext) -> pb.EnhanceResponse:
+        version = await self._core.enhancements.enhance(mapping.spec_from_enhance(request), request_id=request.request_id)
+        return pb.EnhanceResponse(
+            enhanced_code=mapping.enhanced_code(version),
+            version=version.version,
+            metadata=mapping.enhancement_metadata(version),
+            function_name=version.function_name,
+        )
+
+    async def EnhanceTranspiled(self, request, context) -> pb.EnhanceTranspiledResponse:
+        version = await self._core.enhancements.enhance(
+            mapping.spec_from_transpiled(request), request_id=request.request_id, code_field="python_code"
+        )
+        return pb.EnhanceTranspiledResponse(
+            transpilation_id=request.transpilation_id,
+            enhanced_code=mapping.enhanced_code(version),
+            poet_metadata=mapping.enhancement_metadata(version),
+            success=True,
+            version=version.version,
+        )
+
+    async def EnhanceExternal(self, request, context) -> pb.EnhanceExternalResponse:
+        function_name = request.function_name
+        if not function_name:
+            try:
+                function_name = generator.first_function_name(request.function_code)
+            except generator.AnalysisError as exc:
+                raise InvalidArgument.single("function_code", exc.description) from None
+        goals = [goal for goal in request.objectives if goal in generator.OPTIMIZE_FOR]
+        spec = mapping.spec_from_external(request, function_name, goals[0] if goals else "")
+        version = await self._core.enhancements.enhance(spec, request_id=request.request_id, code_field="function_code")
+        return pb.EnhanceExternalResponse(
+            enhanced_code=mapping.enhanced_code(version),
+            version=version.version,
+            metadata=mapping.enhancement_metadata(version),
+            function_name=version.function_name,
+        )
+
+    async def SubmitFeedback(self, request, context) -> pb.SubmitFeedbackResponse:
+        outcome = await self._core.feedback.submit(mapping.feedback(request), request_id=request.request_id)
+        return mapping.feedback_response(outcome)
+
+    async def ListVersions(self, request, context) -> pb.ListVersionsResponse:
+        versions, current, token = await self._core.versions.list_versions(
+            request.function_name, size=request.page_size, token=request.page_token
+        )
+        return pb.ListVersionsResponse(
+            versions=[mapping.function_version(v, with_code=False) for v in versions],
+            current_version=current,
+            next_page_token=token,
+        )
+
+    async def GetVersion(self, request, context) -> pb.GetVersionResponse:
+        version = await self._core.versions.get_version(request.function_name, request.version)
+        return pb.GetVersionResponse(version=mapping.function_version(version, with_code=True))
+
+    async def ListEvents(self, request, context) -> pb.ListEventsResponse:
+        events, token = await self._core.events.list_events(
+            mapping.event_filter(request), size=request.page_size or request.limit, token=request.page_token
+        )
+        return pb.ListEventsResponse(events=[mapping.event(e) for e in events], next_page_token=token)
+
+    async def StreamEvents(self, request, context) -> AsyncIterator[pb.StreamEventsResponse]:
+        items = self._core.events.subscribe(
+            mapping.event_filter(request),
+            after_position=request.after_position,
+            live_only=request.live_only,
+            checkpoint_seconds=self._settings.checkpoint_seconds,
+        )
+        async for item in items:
+            yield mapping.stream_item(item)
+
+    async def PublishEvents(self, request, context) -> pb.PublishEventsResponse:
+        records = [mapping.event_record(e, environment=self._settings.environment) for e in request.events]
+        results = await self._core.events.append(records)
+        return pb.PublishEventsResponse(
+            results=[events_pb2.PublishResult(id=r.id, position=r.position, duplicate=r.duplicate) for r in results]
+        )
+
+    async def ListDomains(self, request, context) -> pb.ListDomainsResponse:
+        return pb.ListDomainsResponse(domains=[mapping.domain(d) for d in self._core.domains()])

@@ -1,0 +1,148 @@
+"""Versioned schema migrations.
+
+Each migration is a numbered function that changes the schema; it runs in its own
+transaction together with its record in `schema_migrations` and `PRAGMA user_version`,
+so a failed migration leaves the file at the previous version. Add new migrations at
+the end of MIGRATIONS; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from sqlite_utils import Database
+
+from ._errors import StoreError
+
+Migration = Callable[[Database], None]
+
+
+def _001_event_log_and_projections(db: Database) -> None:
+    # The log. `position INTEGER PRIMARY KEY` aliases the rowid WITHOUT AUTOINCREMENT:
+    # a rolled-back append frees its position, so positions stay gap-free.
+    db.table("events").create(
+        {
+            "position": int,
+            "id": str,
+            "type": str,
+            "source": str,
+            "timestamp": float,
+            "function_name": str,
+            "correlation_id": str,
+            "causation_id": str,
+            "payload": str,  # JSON
+            "metadata": str,  # JSON
+        },
+        pk="position",
+        not_null=["id", "type", "source", "timestamp", "function_name",
+                  "correlation_id", "causation_id", "payload", "metadata"],
+        defaults={"function_name": "", "correlation_id": "", "causation_id": "",
+                  "payload": "{}", "metadata": "{}"},
+    )
+    events = db.table("events")
+    events.create_index(["id"], index_name="events_by_id", unique=True)
+    # Each filter of read_events is (column, position), so a filtered read walks the
+    # index in log order from its resume position and stops after `limit` rows.
+    for column in ("function_name", "type", "correlation_id", "timestamp"):
+        events.create_index([column, "position"], index_name=f"events_by_{column}")
+
+    # Projections: derived from the log by the projector, rebuilt by replaying it.
+    db.table("functions").create(
+        {"name": str, "current_version": str, "created_at": float, "updated_at": float},
+        pk="name",
+        not_null=["current_version", "created_at", "updated_at"],
+    )
+    db.table("versions").create(
+        {
+            "function_name": str,
+            "number": int,
+            "version": str,
+            "content_hash": str,
+            "parent_version": str,
+            "status": str,
+            "created_at": float,
+            "original_code": str,
+            "domain": str,
+            "optimize_for": str,
+            "context": str,  # JSON
+            "dana_source": str,
+            "config": str,  # JSON
+            "python_code": str,
+            "dana_code": str,
+            "optimizations": str,  # JSON list
+            "safety_level": float,
+            "generator": str,
+            "params": str,  # JSON
+        },
+        pk=("function_name", "number"),
+        not_null=["version", "content_hash", "status", "created_at"],
+    )
+    versions = db.table("versions")
+    versions.create_index(["function_name", "version"], index_name="versions_by_label", unique=True)
+    versions.create_index(["function_name", "content_hash"], index_name="versions_by_hash")
+    # Mutable counters kept apart from the immutable version row. The sum of
+    # ratings (not a running average) keeps the mean exact across replays.
+    db.table("metrics").create(
+        {
+            "function_name": str,
+            "version": str,
+            "success_rate": float,
+            "avg_duration": float,
+            "error_rate": float,
+            "feedback_count": int,
+            "rating_count": int,
+            "rating_sum": float,
+        },
+        pk=("function_name", "version"),
+        not_null=["success_rate", "avg_duration", "error_rate",
+                  "feedback_count", "rating_count", "rating_sum"],
+        defaults={"success_rate": 0.0, "avg_duration": 0.0, "error_rate": 0.0,
+                  "feedback_count": 0, "rating_count": 0, "rating_sum": 0.0},
+    )
+    db.table("requests").create(
+        {"request_id": str, "operation": str, "fingerprint": str,
+         "result": str, "created_at": float},  # result is JSON
+        pk="request_id",
+        not_null=["operation", "fingerprint", "result", "created_at"],
+    )
+
+
+MIGRATIONS: list[tuple[int, str, Migration]] = [
+    (1, "event log and projections", _001_event_log_and_projections),
+]
+
+
+def user_version(db: Database) -> int:
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(db: Database, atomic: Callable[[], AbstractContextManager]) -> int:
+    """Apply every migration newer than the file's version; return the version reached."""
+    latest = MIGRATIONS[-1][0] if MIGRATIONS else 0
+    current = user_version(db)
+    if current > latest:
+        raise StoreError(
+            f"database schema version {current} is newer than this code supports ({latest})"
+        )
+    for number, name, migration in MIGRATIONS:
+        if number <= current:
+            continue
+        with atomic():
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            if user_version(db) >= number:
+                continue
+            db.table("schema_migrations").create(
+                {"version": int, "name": str, "applied_at": float},
+                pk="version",
+                if_not_exists=True,
+            )
+            migration(db)
+            db.table("schema_migrations").insert(
+                {"version": number, "name": name, "applied_at": time.time()}
+            )
+            # user_version lives in the file header, which is journaled: it rolls
+            # back with the migration if anything above fails.
+            db.execute(f"PRAGMA user_version = {int(number)}")
+    return user_version(db)

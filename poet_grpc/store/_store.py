@@ -1,0 +1,396 @@
+"""The Store: the event log and its projections on one SQLite file.
+
+Synchronous and not thread-safe by design: the server calls it from one dedicated
+thread. Callers append events; only the projector writes projection rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from ..core.models import (
+    AppendResult,
+    EnhancementSpec,
+    EventFilter,
+    EventRecord,
+    FunctionVersion,
+    GeneratedCode,
+    VersionMetrics,
+)
+from . import _migrations, _projector
+from ._errors import StoreError
+
+SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+_REPLAY_CHUNK = 1000
+
+_EVENT_COLUMNS = (
+    "position, id, type, source, timestamp, function_name, "
+    "correlation_id, causation_id, payload, metadata"
+)
+_VERSION_SELECT = """
+    SELECT v.*, m.success_rate, m.avg_duration, m.error_rate, m.feedback_count,
+           m.rating_count, m.rating_sum, f.current_version
+    FROM versions v
+    LEFT JOIN metrics m ON m.function_name = v.function_name AND m.version = v.version
+    LEFT JOIN functions f ON f.name = v.function_name
+"""
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    """An idempotency record: what an earlier request with this id produced."""
+
+    request_id: str
+    operation: str
+    """The event type that recorded it."""
+    fingerprint: str
+    result: dict
+
+
+def _sqlite_errors(method):
+    """Report SQLite failures as StoreError, the one error callers handle."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{method.__name__}: {exc}") from exc
+
+    return wrapper
+
+
+class Store:
+    """Owns the SQLite connection; appends events and reads the log and projections."""
+
+    def __init__(self, path: str | os.PathLike, *, synchronous: str = "FULL"):
+        mode = synchronous.upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+        self._path = Path(path)
+        self._depth = 0  # atomic() nesting; 0 = no transaction of ours
+        try:
+            # isolation_level=None: the driver opens no implicit transactions,
+            # atomic() issues BEGIN/COMMIT. check_same_thread=False: the thread that
+            # opens the store need not be the one that uses it.
+            conn = sqlite3.connect(str(self._path), isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self._path}: {exc}") from exc
+        self._db = Database(conn, execute_plugins=False)
+        try:
+            # Wait for another process's write lock rather than failing at once.
+            conn.execute("PRAGMA busy_timeout = 5000")
+            # Journal mode can only change outside a transaction.
+            self._db.enable_wal()
+            if self._db.journal_mode != "wal":
+                raise StoreError(f"cannot enable WAL on {self._path}")
+            # Per connection, so set on every open.
+            conn.execute(f"PRAGMA synchronous = {mode}")
+            self._schema_version = _migrations.migrate(self._db, self.atomic)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot open {self._path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def close(self) -> None:
+        try:
+            # SQLite's advice for long-lived connections: refresh planner statistics
+            # (e.g. timestamp vs position ranges) when closing.
+            self._db.conn.execute("PRAGMA optimize")
+        except sqlite3.Error:
+            pass  # already closed, or busy: the statistics can wait
+        self._db.close()  # closing twice is harmless
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- transactions ------------------------------------------------------
+
+    @contextmanager
+    def atomic(self) -> Iterator[Store]:
+        """One write transaction. A nested block joins the outer transaction through a
+        savepoint: its failure undoes only its own work, and nothing is committed before
+        the outermost block ends."""
+        conn = self._db.conn
+        if self._depth:
+            savepoint = f"nested_{self._depth}"
+            self._exec(f"SAVEPOINT {savepoint}")
+            self._depth += 1
+            try:
+                yield self
+            except BaseException:
+                if conn.in_transaction:  # an error may have ended it already
+                    self._exec(f"ROLLBACK TO {savepoint}")
+                    self._exec(f"RELEASE {savepoint}")
+                raise
+            else:
+                self._exec(f"RELEASE {savepoint}")
+            finally:
+                self._depth -= 1
+            return
+        # IMMEDIATE takes the write lock now, so the transaction cannot fail
+        # half-way with SQLITE_BUSY when it first writes.
+        self._exec("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self
+            self._exec("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._depth = 0
+
+    def _exec(self, sql: str) -> None:
+        try:
+            self._db.conn.execute(sql)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{sql}: {exc}") from exc
+
+    # -- the log -----------------------------------------------------------
+
+    @_sqlite_errors
+    def append_events(self, events: Sequence[EventRecord]) -> list[AppendResult]:
+        results: list[AppendResult] = []
+        if not events:
+            return results
+        with self.atomic():
+            for event in events:
+                existing = self._db.execute(
+                    "SELECT position FROM events WHERE id = ?", (event.id,)
+                ).fetchone()
+                if existing:
+                    results.append(AppendResult(event.id, existing[0], duplicate=True))
+                    continue
+                stored = self._insert_event(event)
+                _projector.apply(self._db, stored)
+                results.append(AppendResult(event.id, stored.position, duplicate=False))
+        return results
+
+    def _insert_event(self, event: EventRecord) -> EventRecord:
+        try:
+            payload = json.dumps(event.payload)
+            metadata = json.dumps(event.metadata)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"event {event.id!r} is not JSON-serializable: {exc}") from exc
+        # Max + 1 under the write lock: gap-free, and a rolled-back insert frees it.
+        position = self._db.execute(
+            "SELECT COALESCE(MAX(position), 0) + 1 FROM events"
+        ).fetchone()[0]
+        self._db.execute(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (position, event.id, event.type, event.source, float(event.timestamp),
+             event.function_name, event.correlation_id, event.causation_id, payload, metadata),
+        )
+        # Project what was stored (JSON round-trip included), exactly as a replay will.
+        return replace(event, payload=json.loads(payload), metadata=json.loads(metadata),
+                       position=position)
+
+    @_sqlite_errors
+    def read_events(
+        self, after_position: int, flt: EventFilter, limit: int
+    ) -> tuple[list[EventRecord], int]:
+        """Matching events after `after_position`, and the highest position considered."""
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, not {limit}")
+        # Bound the read by the last position taken first: events appended meanwhile
+        # are left for the next call, so "considered" never skips one.
+        last = self.last_position()
+        clauses = ["position > ?", "position <= ?"]
+        params: list[Any] = [after_position, last]
+        for column, value in (
+            ("function_name", flt.function_name),
+            ("type", flt.event_type),
+            ("correlation_id", flt.correlation_id),
+        ):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if flt.start_time is not None:
+            clauses.append("timestamp >= ?")
+            params.append(float(flt.start_time))
+        if flt.end_time is not None:
+            clauses.append("timestamp < ?")
+            params.append(float(flt.end_time))
+        rows = self._db.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
+            "ORDER BY position LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        events = [_event_from_row(row) for row in rows]
+        considered = events[-1].position if len(events) == limit else last
+        # A caller resuming past the end (nothing to consider) keeps its position.
+        return events, max(considered, after_position)
+
+    @_sqlite_errors
+    def last_position(self) -> int:
+        return self._db.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
+
+    @_sqlite_errors
+    def get_event(self, event_id: str) -> EventRecord | None:
+        row = self._db.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)
+        ).fetchone()
+        return _event_from_row(row) if row else None
+
+    # -- projections -------------------------------------------------------
+
+    @_sqlite_errors
+    def get_version(self, function_name: str, version: str) -> FunctionVersion | None:
+        return self._one_version(
+            "WHERE v.function_name = ? AND v.version = ?", (function_name, version)
+        )
+
+    @_sqlite_errors
+    def current_version(self, function_name: str) -> str | None:
+        row = self._db.execute(
+            "SELECT current_version FROM functions WHERE name = ?", (function_name,)
+        ).fetchone()
+        return row[0] if row else None
+
+    @_sqlite_errors
+    def list_versions(
+        self, function_name: str, *, after_number: int = 0, limit: int = 50
+    ) -> list[FunctionVersion]:
+        return self._versions(
+            "WHERE v.function_name = ? AND v.number > ? ORDER BY v.number LIMIT ?",
+            (function_name, after_number, limit),
+        )
+
+    @_sqlite_errors
+    def next_version_number(self, function_name: str) -> int:
+        return self._db.execute(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE function_name = ?",
+            (function_name,),
+        ).fetchone()[0]
+
+    @_sqlite_errors
+    def find_version_by_hash(self, function_name: str, content_hash: str) -> FunctionVersion | None:
+        # The newest one if several versions share a hash.
+        return self._one_version(
+            "WHERE v.function_name = ? AND v.content_hash = ? ORDER BY v.number DESC LIMIT 1",
+            (function_name, content_hash),
+        )
+
+    @_sqlite_errors
+    def get_request(self, request_id: str) -> StoredRequest | None:
+        row = self._db.execute(
+            "SELECT request_id, operation, fingerprint, result FROM requests WHERE request_id = ?",
+            (request_id,),
+        ).fetchone()
+        if not row:
+            return None
+        return StoredRequest(row[0], row[1], row[2], json.loads(row[3]))
+
+    @_sqlite_errors
+    def rebuild_projections(self) -> None:
+        """Clear the projections and replay the whole log, in one transaction."""
+        with self.atomic():
+            _projector.clear(self._db)
+            after = 0
+            while True:
+                rows = self._db.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE position > ? "
+                    "ORDER BY position LIMIT ?",
+                    (after, _REPLAY_CHUNK),
+                ).fetchall()
+                if not rows:
+                    break
+                for row in rows:
+                    _projector.apply(self._db, _event_from_row(row))
+                after = rows[-1][0]
+
+    def _versions(self, where: str, params: Sequence[Any]) -> list[FunctionVersion]:
+        cursor = self._db.execute(f"{_VERSION_SELECT} {where}", params)
+        columns = [d[0] for d in cursor.description]
+        return [_version_from_row(dict(zip(columns, row))) for row in cursor.fetchall()]
+
+    def _one_version(self, where: str, params: Sequence[Any]) -> FunctionVersion | None:
+        found = self._versions(where, params)
+        return found[0] if found else None
+
+    # -- maintenance -------------------------------------------------------
+
+    @_sqlite_errors
+    def integrity_check(self) -> str:
+        rows = self._db.execute("PRAGMA integrity_check").fetchall()
+        return "\n".join(row[0] for row in rows)
+
+    def schema_version(self) -> int:
+        return self._schema_version
+
+
+def _event_from_row(row: Sequence[Any]) -> EventRecord:
+    (position, id_, type_, source, timestamp, function_name,
+     correlation_id, causation_id, payload, metadata) = row
+    return EventRecord(
+        id=id_,
+        type=type_,
+        source=source,
+        timestamp=timestamp,
+        payload=json.loads(payload),
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        metadata=json.loads(metadata),
+        function_name=function_name,
+        position=position,
+    )
+
+
+def _version_from_row(r: dict[str, Any]) -> FunctionVersion:
+    rating_count = r["rating_count"] or 0
+    return FunctionVersion(
+        function_name=r["function_name"],
+        version=r["version"],
+        number=r["number"],
+        created_at=r["created_at"],
+        status=r["status"],
+        spec=EnhancementSpec(
+            function_name=r["function_name"],
+            original_code=r["original_code"],
+            domain=r["domain"],
+            optimize_for=r["optimize_for"],
+            context=json.loads(r["context"]),
+            dana_source=r["dana_source"],
+            config=json.loads(r["config"]),
+        ),
+        code=GeneratedCode(
+            python=r["python_code"],
+            dana=r["dana_code"],
+            optimizations=tuple(json.loads(r["optimizations"])),
+            safety_level=r["safety_level"],
+            generator=r["generator"],
+            params=json.loads(r["params"]),
+        ),
+        content_hash=r["content_hash"],
+        parent_version=r["parent_version"],
+        metrics=VersionMetrics(
+            success_rate=r["success_rate"] or 0.0,
+            avg_duration=r["avg_duration"] or 0.0,
+            error_rate=r["error_rate"] or 0.0,
+            feedback_count=r["feedback_count"] or 0,
+            avg_rating=(r["rating_sum"] / rating_count) if rating_count else 0.0,
+            rating_count=rating_count,
+        ),
+        current=r["current_version"] == r["version"],
+    )

@@ -1,0 +1,49 @@
+"""The validation table, rule by rule (the integration tests cover it through the server)."""
+
+import pytest
+
+from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb
+from poet_grpc.config import Settings
+from poet_grpc.interceptors.validation import RULES, violations
+
+SETTINGS = Settings(max_code_bytes=100, max_publish_batch=3, max_event_bytes=200)
+
+
+def fields(request):
+    return {v.field for v in violations(request, SETTINGS)}
+
+
+def test_every_request_type_has_rules_except_list_domains():
+    request_types = {m for name, m in vars(pb).items() if name.endswith("Request") and isinstance(m, type)}
+    assert request_types - set(RULES) == {pb.ListDomainsRequest}
+
+
+@pytest.mark.parametrize(
+    "request_, expected",
+    [
+        (pb.EnhanceRequest(function_name="f", original_code="def f(): pass"), set()),
+        (pb.EnhanceRequest(), {"function_name", "original_code"}),
+        (pb.EnhanceRequest(function_name="1abc", original_code="x" * 101), {"function_name", "original_code"}),
+        (pb.EnhanceRequest(function_name="f", original_code="x", request_id="r" * 129), {"request_id"}),
+        (pb.EnhanceTranspiledRequest(function_name="f", python_code="x"), {"transpilation_id"}),
+        (pb.EnhanceExternalRequest(function_code="x", function_name="bad name"), {"function_name"}),
+        (pb.SubmitFeedbackRequest(function_name="f", version="1", feedback_type=pb.user), {"version"}),
+        (pb.SubmitFeedbackRequest(function_name="f", version="v1", feedback_type=pb.user, rating=0), {"rating"}),
+        (pb.GetVersionRequest(function_name="f", version="current"), set()),
+        (pb.GetVersionRequest(function_name="f", version="v0"), {"version"}),
+        (pb.ListVersionsRequest(function_name="f", page_size=-1), {"page_size"}),
+        (pb.ListEventsRequest(limit=-5), {"limit"}),
+        (pb.StreamEventsRequest(after_position=-1), {"after_position"}),
+    ],
+)
+def test_rules(request_, expected):
+    assert fields(request_) == expected
+
+
+def test_publish_batch_limits():
+    too_many = pb.PublishEventsRequest(events=[events_pb2.Event(type="a.b")] * 4)
+    assert fields(too_many) == {"events"}
+    big = events_pb2.Event(type="a.b")
+    big.payload.update({"blob": "x" * 500})
+    assert fields(pb.PublishEventsRequest(events=[big])) == {"events[0]"}
+    assert fields(pb.PublishEventsRequest(events=[events_pb2.Event(type="drift.detected", id="e1")])) == set()
