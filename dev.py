@@ -62,7 +62,9 @@ def setup(*, with_buf: bool) -> None:
         if npm is None:
             sys.exit("dev.py: npm is needed for buf (contract lint); install Node.js and npm")
         step("installing buf from npm")
-        run(npm, "ci" if (ROOT / "package-lock.json").exists() else "install", "--no-audit", "--no-fund", "--loglevel=error")
+        # `npm install` (not `npm ci`): it follows package-lock.json too, and npm ci
+        # rejects a lock that records only this platform's optional buf binary.
+        run(npm, "install", "--no-audit", "--no-fund", "--loglevel=error")
 
 
 def test(args: list[str]) -> None:
