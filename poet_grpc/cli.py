@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -120,6 +119,9 @@ def _server_address(args) -> str:
 
 
 def _serve(args) -> int:
+    # Envoy is started with fork+exec; gRPC's fork handlers only add log noise
+    # there. Must be set before grpc is imported.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from poet_grpc.server import serve
 
     settings = Settings.from_env(

@@ -100,6 +100,7 @@ def _enhance(stub, args) -> int:
     if args.output:
         args.output.write_text(response.enhanced_code.python)
         print(f"wrote {args.function} {response.version} to {args.output}", file=sys.stderr)
+        response.ClearField("enhanced_code")  # the code is in the file; keep stdout short
     _print(response)
     return EXIT_OK
 

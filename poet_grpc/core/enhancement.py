@@ -17,8 +17,9 @@ from typing import Callable
 
 from poet_grpc import generator
 from poet_grpc.core.db import Database
-from poet_grpc.core.errors import Conflict, FieldViolation, InvalidArgument, NotFound, PoetError
+from poet_grpc.core.errors import FieldViolation, InvalidArgument, NotFound, PoetError
 from poet_grpc.core.event_router import EventRouter
+from poet_grpc.core.idempotency import seen_request
 from poet_grpc.core.models import VERSION_ACTIVE, EnhancementSpec, FunctionVersion, GeneratedCode
 from poet_grpc.core.paging import decode_token, encode_token, page_size
 from poet_grpc.store import Store
@@ -104,16 +105,9 @@ class EnhancementService:
 
     @staticmethod
     def _known_version(store: Store, spec: EnhancementSpec, content_hash: str, request_id: str) -> FunctionVersion | None:
-        if request_id:
-            seen = store.get_request(request_id)
-            if seen is not None:
-                if seen.operation != ENHANCEMENT_COMPLETED or seen.fingerprint != content_hash:
-                    raise Conflict(
-                        "request_id was already used for a different request",
-                        reason="REQUEST_ID_REUSED",
-                        metadata={"request_id": request_id},
-                    )
-                return store.get_version(seen.result["function_name"], seen.result["version"])
+        seen = seen_request(store, request_id, ENHANCEMENT_COMPLETED, content_hash)
+        if seen is not None:
+            return store.get_version(seen.result["function_name"], seen.result["version"])
         return store.find_version_by_hash(spec.function_name, content_hash)
 
     def _store_version(

@@ -11,8 +11,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from poet_grpc.core.errors import Conflict, NotFound
+from poet_grpc.core.errors import NotFound
 from poet_grpc.core.event_router import EventRouter
+from poet_grpc.core.idempotency import seen_request
 from poet_grpc.store import Store
 
 FUNCTION_FEEDBACK = "function.feedback"
@@ -58,16 +59,9 @@ class FeedbackService:
 
         def record(store: Store) -> FeedbackOutcome:
             with store.atomic():
-                if request_id:
-                    seen = store.get_request(request_id)
-                    if seen is not None:
-                        if seen.operation != FUNCTION_FEEDBACK or seen.fingerprint != fingerprint:
-                            raise Conflict(
-                                "request_id was already used for a different request",
-                                reason="REQUEST_ID_REUSED",
-                                metadata={"request_id": request_id},
-                            )
-                        return FeedbackOutcome(ACCEPTED, seen.result["feedback_id"])
+                seen = seen_request(store, request_id, FUNCTION_FEEDBACK, fingerprint)
+                if seen is not None:
+                    return FeedbackOutcome(ACCEPTED, seen.result["feedback_id"])
                 if store.get_version(feedback.function_name, feedback.version) is None:
                     raise NotFound("version", f"{feedback.function_name}/{feedback.version}")
                 store.append_events([event])
