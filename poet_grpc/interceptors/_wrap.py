@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Awaitable, Callable
 
 import grpc
@@ -15,8 +16,12 @@ def wrap_handler(handler: grpc.RpcMethodHandler | None, unary, stream) -> grpc.R
     if handler is None or handler.request_streaming:
         return handler
     if handler.response_streaming:
+        behavior = handler.unary_stream
+        # Streaming handlers are either async generators or coroutines that
+        # write through context.write (grpc.health.v1 Watch); wrap each as what it is.
+        wrapped = stream(behavior) if inspect.isasyncgenfunction(behavior) else unary(behavior)
         return grpc.unary_stream_rpc_method_handler(
-            stream(handler.unary_stream),
+            wrapped,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
