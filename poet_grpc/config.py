@@ -58,6 +58,46 @@ class Settings:
     log_level: str = "INFO"
     """Python log level of the server (POET_LOG_LEVEL)."""
 
+    gemini_api_key: str = ""
+    """Gemini API key; when set, Gemini writes enhancements and the template is the
+    fallback (POET_GEMINI_API_KEY)."""
+
+    gemini_model: str = "gemini-2.5-flash"
+    """Gemini model name (POET_GEMINI_MODEL)."""
+
+    gemini_base_url: str = ""
+    """Gemini API endpoint; empty for Google's (POET_GEMINI_BASE_URL)."""
+
+    gemini_timeout_seconds: float = 30.0
+    """Time limit of one Gemini request (POET_GEMINI_TIMEOUT_SECONDS)."""
+
+    policy_min_executions: int = 20
+    """Executions before error/success rates or durations can trigger a new version (POET_POLICY_MIN_EXECUTIONS)."""
+
+    policy_max_error_rate: float = 0.1
+    """Error rate above which a new version is generated (POET_POLICY_MAX_ERROR_RATE)."""
+
+    policy_min_success_rate: float = 0.9
+    """Success rate below which a new version is generated (POET_POLICY_MIN_SUCCESS_RATE)."""
+
+    policy_min_avg_rating: float = 2.5
+    """Average rating (1-5) below which a new version is generated (POET_POLICY_MIN_AVG_RATING)."""
+
+    policy_min_ratings: int = 3
+    """Ratings before the average rating counts (POET_POLICY_MIN_RATINGS)."""
+
+    policy_duration_regression: float = 0.5
+    """Slowdown against the parent version (0.5 = 50 %) that triggers a new version (POET_POLICY_DURATION_REGRESSION)."""
+
+    policy_max_false_positive_rate: float = 0.3
+    """ml_monitoring: false-positive rate of drift detections that triggers a new version (POET_POLICY_MAX_FALSE_POSITIVE_RATE)."""
+
+    policy_max_missed_drift_rate: float = 0.1
+    """ml_monitoring: missed-drift rate that triggers a new version (POET_POLICY_MAX_MISSED_DRIFT_RATE)."""
+
+    policy_min_validations: int = 5
+    """ml_monitoring: drift verdicts before the drift rates count (POET_POLICY_MIN_VALIDATIONS)."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Settings from POET_<FIELD> variables, then keyword overrides (None means: not given)."""
@@ -79,12 +119,38 @@ class Settings:
         for name in ("max_code_bytes", "max_event_bytes", "max_publish_batch", "max_message_bytes", "generator_workers"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        for name in ("checkpoint_seconds", "gate_timeout_seconds"):
+        for name in ("checkpoint_seconds", "gate_timeout_seconds", "gemini_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        for name in ("policy_max_error_rate", "policy_min_success_rate", "policy_max_false_positive_rate",
+                     "policy_max_missed_drift_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.policy_duration_regression <= 0:
+            raise ValueError("policy_duration_regression must be positive")
+        for name in ("policy_min_executions", "policy_min_ratings", "policy_min_validations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
         if self.shutdown_grace_seconds < 0:
             raise ValueError("shutdown_grace_seconds must not be negative")
         return dataclasses.replace(self, db=Path(self.db), sqlite_synchronous=self.sqlite_synchronous.upper())
+
+
+def learning_policy(settings: Settings):
+    """The core's LearningPolicy from the POET_POLICY_* settings."""
+    from poet_grpc.core.learning import LearningPolicy
+
+    return LearningPolicy(
+        min_executions=settings.policy_min_executions,
+        max_error_rate=settings.policy_max_error_rate,
+        min_success_rate=settings.policy_min_success_rate,
+        min_ratings=settings.policy_min_ratings,
+        min_avg_rating=settings.policy_min_avg_rating,
+        duration_regression=settings.policy_duration_regression,
+        min_validations=settings.policy_min_validations,
+        max_false_positive_rate=settings.policy_max_false_positive_rate,
+        max_missed_drift_rate=settings.policy_max_missed_drift_rate,
+    )
 
 
 def split_address(address: str, *, setting: str = "address") -> tuple[str, int]:

@@ -12,6 +12,7 @@ from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, resources
 from poet_grpc.core import models
 from poet_grpc.core.event_router import SCHEMA_VERSION, Checkpoint
 from poet_grpc.core.feedback import Feedback, FeedbackOutcome
+from poet_grpc.core.versions import VersionDetail
 from poet_grpc.generator import DomainInfo
 
 FEEDBACK_STATUS = {"accepted": pb.accepted, "requires_update": pb.requires_update}
@@ -117,16 +118,29 @@ def function_version(version: models.FunctionVersion, *, with_code: bool) -> res
             feedback_count=m.feedback_count,
             avg_rating=m.avg_rating,
             rating_count=m.rating_count,
+            execution_count=m.execution_count,
+            failure_count=m.failure_count,
+            false_positive_rate=m.false_positive_rate,
+            missed_drift_rate=m.missed_drift_rate,
+            drift_validations=m.drift_validations,
         ),
         metadata=enhancement_metadata(version),
         params=struct(version.code.params),
         optimize_for=version.spec.optimize_for,
         parent_version=version.parent_version,
         current=version.current,
+        update_reason=version.update_reason,
     )
     if with_code:
         out.enhanced_code.CopyFrom(enhanced_code(version))
         out.original_code = version.spec.original_code
+    return out
+
+
+def version_detail(detail: VersionDetail) -> resources_pb2.FunctionVersion:
+    out = function_version(detail.version, with_code=True)
+    out.changes.extend(resources_pb2.VersionChange(type=c.type, description=c.description) for c in detail.changes)
+    out.code_diff = detail.code_diff
     return out
 
 

@@ -48,12 +48,7 @@ class PoetServer:
 
 async def create_server(settings: Settings) -> tuple[PoetServer, int]:
     """Open the store, bind settings.grpc_listen, start serving; returns the server and its bound port."""
-    core = await Core.open(
-        settings.db,
-        synchronous=settings.sqlite_synchronous,
-        environment=settings.environment,
-        generator_workers=settings.generator_workers,
-    )
+    core = await Core.open(settings)
     server = grpc.aio.server(
         interceptors=[ErrorMappingInterceptor(), ValidationInterceptor(settings)],
         options=[

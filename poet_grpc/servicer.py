@@ -72,8 +72,16 @@ class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):
         )
 
     async def GetVersion(self, request, context) -> pb.GetVersionResponse:
-        version = await self._core.versions.get_version(request.function_name, request.version)
-        return pb.GetVersionResponse(version=mapping.function_version(version, with_code=True))
+        detail = await self._core.versions.get_detail(request.function_name, request.version)
+        return pb.GetVersionResponse(version=mapping.version_detail(detail))
+
+    async def ActivateVersion(self, request, context) -> pb.ActivateVersionResponse:
+        version, previous = await self._core.versions.activate(request.function_name, request.version, reason=request.reason)
+        return pb.ActivateVersionResponse(version=mapping.function_version(version, with_code=False), previous_version=previous)
+
+    async def DeprecateVersion(self, request, context) -> pb.DeprecateVersionResponse:
+        version = await self._core.versions.deprecate(request.function_name, request.version, reason=request.reason)
+        return pb.DeprecateVersionResponse(version=mapping.function_version(version, with_code=False))
 
     async def ListEvents(self, request, context) -> pb.ListEventsResponse:
         events, token = await self._core.events.list_events(

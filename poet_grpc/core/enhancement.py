@@ -13,19 +13,17 @@ import dataclasses
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Any, Callable
 
 from poet_grpc import generator
-from poet_grpc.core.db import Database
-from poet_grpc.core.errors import FieldViolation, InvalidArgument, NotFound, PoetError
+from poet_grpc.core.errors import FieldViolation, InvalidArgument, PoetError
 from poet_grpc.core.event_router import EventRouter
 from poet_grpc.core.idempotency import seen_request
-from poet_grpc.core.models import VERSION_ACTIVE, EnhancementSpec, FunctionVersion, GeneratedCode
-from poet_grpc.core.paging import decode_token, encode_token, page_size
+from poet_grpc.core.models import VERSION_ACTIVE, EnhancementSpec, EventRecord, FunctionVersion, GeneratedCode
 from poet_grpc.store import Store
 
 ENHANCEMENT_COMPLETED = "enhancement.completed"
-CURRENT = "current"
+MAX_NUMBER_RACES = 3
 
 
 class GenerationFailed(PoetError):
@@ -40,17 +38,36 @@ def spec_hash(spec: EnhancementSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclasses.dataclass(frozen=True)
+class Regeneration:
+    """Why and from what the learning loop asks for a new version."""
+
+    parent: FunctionVersion
+    spec: EnhancementSpec
+    reason: str
+    evidence: dict[str, Any]
+    trigger: EventRecord
+    follow_up: Callable[[FunctionVersion], list[EventRecord]]
+    """Events logged with the new version (function.update, ...), given it."""
+
+
 class EnhancementService:
     def __init__(
         self,
         router: EventRouter,
         *,
         workers: int = 4,
-        generate: Callable[[EnhancementSpec], GeneratedCode] = generator.generate,
+        generate: Callable[..., GeneratedCode] = generator.generate,
+        llm: "generator.GeminiGenerator | None" = None,
     ):
         self._router = router
         self._generate = generate
+        self._llm = llm
         self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poet-generator")
+
+    @property
+    def llm(self) -> "generator.GeminiGenerator | None":
+        return self._llm
 
     async def enhance(
         self, spec: EnhancementSpec, *, request_id: str = "", code_field: str = "original_code"
@@ -63,14 +80,52 @@ class EnhancementService:
             optimize_for=spec.optimize_for or generator.OPTIMIZE_FOR[0],
         )
         content_hash = spec_hash(spec)
-        known = await self._router.commit(lambda store: self._known_version(store, spec, content_hash, request_id))
-        if known is not None:
-            return known
-        code = await asyncio.get_running_loop().run_in_executor(self._workers, self._generate_checked, spec, code_field)
-        return await self._router.commit(lambda store: self._store_version(store, spec, code, content_hash, request_id))
+        for _ in range(MAX_NUMBER_RACES):
+            known, number = await self._router.commit(
+                lambda store: (self._known_version(store, spec, content_hash, request_id), store.next_version_number(spec.function_name))
+            )
+            if known is not None:
+                return known
+            code = await self._run_generator(spec, f"v{number}", code_field, evidence=None)
+            stored = await self._router.commit(
+                lambda store: self._store_version(store, spec, code, content_hash, number, request_id=request_id)
+            )
+            if stored is not None:
+                return stored
+        raise GenerationFailed("too many concurrent enhancements of this function; retry", metadata={"function_name": spec.function_name})
+
+    async def regenerate(self, job: Regeneration) -> FunctionVersion | None:
+        """Store the next version for job.parent, unless parent stopped being the current
+        version meanwhile (then None: someone else already acted on it)."""
+        name = job.parent.function_name
+        for _ in range(MAX_NUMBER_RACES):
+            number = await self._router.commit(lambda store: store.next_version_number(name))
+            code = await self._run_generator(job.spec, f"v{number}", "original_code", evidence=job.evidence)
+
+            def store_it(store: Store) -> FunctionVersion | bool | None:
+                with store.atomic():
+                    if store.current_version(name) != job.parent.version:
+                        return None
+                    new = self._store_version(
+                        store, job.spec, code, spec_hash(job.spec), number, update_reason=job.reason, trigger=job.trigger
+                    )
+                    if new is None:
+                        return False  # the number was taken meanwhile: generate again
+                    store.append_events(job.follow_up(new))
+                    return new
+
+            stored = await self._router.commit(store_it)
+            if stored is not False:
+                return stored
+        return None
 
     def close(self) -> None:
         self._workers.shutdown(wait=False, cancel_futures=True)
+
+    async def _run_generator(self, spec: EnhancementSpec, label: str, code_field: str, evidence) -> GeneratedCode:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._workers, self._generate_checked, spec, label, code_field, evidence
+        )
 
     @staticmethod
     def _check(spec: EnhancementSpec, code_field: str) -> None:
@@ -90,11 +145,11 @@ class EnhancementService:
         if violations:
             raise InvalidArgument(violations)
 
-    def _generate_checked(self, spec: EnhancementSpec, code_field: str) -> GeneratedCode:
+    def _generate_checked(self, spec: EnhancementSpec, label: str, code_field: str, evidence) -> GeneratedCode:
         """Runs on a worker thread: validate, then generate."""
         self._check(spec, code_field)
         try:
-            return self._generate(spec)
+            return self._generate(spec, version=label, evidence=evidence, llm=self._llm)
         except generator.AnalysisError as exc:
             field = code_field if exc.field == "original_code" else exc.field
             raise InvalidArgument.single(field, exc.description) from None
@@ -111,14 +166,27 @@ class EnhancementService:
         return store.find_version_by_hash(spec.function_name, content_hash)
 
     def _store_version(
-        self, store: Store, spec: EnhancementSpec, code: GeneratedCode, content_hash: str, request_id: str
-    ) -> FunctionVersion:
+        self,
+        store: Store,
+        spec: EnhancementSpec,
+        code: GeneratedCode,
+        content_hash: str,
+        number: int,
+        *,
+        request_id: str = "",
+        update_reason: str = "",
+        trigger: EventRecord | None = None,
+    ) -> FunctionVersion | None:
+        """Append the version as number; None if that number was taken meanwhile
+        (the code embeds its version label, so it must be generated again)."""
         with store.atomic():
-            # A concurrent identical request may have stored it while we generated.
-            known = self._known_version(store, spec, content_hash, request_id)
-            if known is not None:
-                return known
-            number = store.next_version_number(spec.function_name)
+            if not trigger:
+                # A concurrent identical request may have stored it while we generated.
+                known = self._known_version(store, spec, content_hash, request_id)
+                if known is not None:
+                    return known
+            if store.next_version_number(spec.function_name) != number:
+                return None
             label = f"v{number}"
             payload = {
                 "function_name": spec.function_name,
@@ -139,6 +207,7 @@ class EnhancementService:
                 "generator": code.generator,
                 "params": code.params,
                 "status": VERSION_ACTIVE,
+                "update_reason": update_reason,
                 # seed 002 "enhancement.completed" fields
                 "enhancement_version": label,
                 "generated_features": list(code.optimizations),
@@ -146,44 +215,12 @@ class EnhancementService:
             if request_id:
                 payload |= {"request_id": request_id, "request_fingerprint": content_hash}
             event = self._router.new_event(
-                ENHANCEMENT_COMPLETED, payload, source="poet.generator", function_name=spec.function_name
+                ENHANCEMENT_COMPLETED,
+                payload,
+                source="poet.generator",
+                function_name=spec.function_name,
+                causation_id=trigger.id if trigger else "",
+                correlation_id=trigger.correlation_id if trigger else "",
             )
             store.append_events([event])
             return store.get_version(spec.function_name, label)
-
-
-class VersionCatalog:
-    """Read side of versions."""
-
-    def __init__(self, db: Database):
-        self._db = db
-
-    async def list_versions(self, function_name: str, *, size: int, token: str) -> tuple[list[FunctionVersion], str, str]:
-        """(versions oldest first, current version label, next page token)."""
-        after = decode_token(token, [function_name])
-        limit = page_size(size, default=50, maximum=500)
-
-        def read(store: Store):
-            current = store.current_version(function_name)
-            if current is None:
-                raise NotFound("function", function_name)
-            return current, store.list_versions(function_name, after_number=after, limit=limit + 1)
-
-        current, versions = await self._db.call(read)
-        next_token = ""
-        if len(versions) > limit:
-            versions = versions[:limit]
-            next_token = encode_token(versions[-1].number, [function_name])
-        return versions, current, next_token
-
-    async def get_version(self, function_name: str, version: str) -> FunctionVersion:
-        """One version; "current" names the function's current version."""
-
-        def read(store: Store) -> FunctionVersion | None:
-            label = store.current_version(function_name) if version == CURRENT else version
-            return store.get_version(function_name, label) if label else None
-
-        found = await self._db.call(read)
-        if found is None:
-            raise NotFound("version", f"{function_name}/{version}")
-        return found

@@ -59,12 +59,48 @@ class EventFilter:
 
 @dataclass(frozen=True)
 class VersionMetrics:
+    """What is known of a version in the field.
+
+    The rates and avg_duration are measured from function.execution events when
+    there are any, else they are the latest values reported by feedback.
+    """
+
     success_rate: float = 0.0
     avg_duration: float = 0.0
+    """Milliseconds."""
     error_rate: float = 0.0
     feedback_count: int = 0
     avg_rating: float = 0.0
     rating_count: int = 0
+    execution_count: int = 0
+    failure_count: int = 0
+    timeout_count: int = 0
+    """Failed executions whose error was a TimeoutError."""
+    transient_count: int = 0
+    """Failed executions whose error was transient (connection errors, timeouts)."""
+    drift_detections: int = 0
+    """ml_monitoring: executions that reported drift.detected."""
+    false_positives: int = 0
+    """Detections judged not real (human validation, or retraining that did not help)."""
+    confirmed_drifts: int = 0
+    missed_drifts: int = 0
+    """Real drifts (by human validation) the function did not detect."""
+
+    @property
+    def drift_validations(self) -> int:
+        return self.false_positives + self.confirmed_drifts + self.missed_drifts
+
+    @property
+    def false_positive_rate(self) -> float:
+        """False detections among the validated detections."""
+        validated = self.false_positives + self.confirmed_drifts
+        return self.false_positives / validated if validated else 0.0
+
+    @property
+    def missed_drift_rate(self) -> float:
+        """Undetected drifts among the validated real drifts."""
+        real = self.missed_drifts + self.confirmed_drifts
+        return self.missed_drifts / real if real else 0.0
 
 
 @dataclass(frozen=True)
@@ -111,3 +147,5 @@ class FunctionVersion:
     parent_version: str = ""
     metrics: VersionMetrics = field(default_factory=VersionMetrics)
     current: bool = False
+    update_reason: str = ""
+    """Why the learning loop generated this version ("" for requested ones)."""

@@ -3,14 +3,16 @@
 The enhanced version keeps the original's behaviour for valid inputs and adds the
 four POET stages: Perceive (argument checks from annotations), Operate (retries with
 backoff and jitter on transient errors, a deadline), Enforce (result checks) and
-Train (in-process execution metrics). This is the template generator; generated code
-is checked by a gate that imports it in an isolated subprocess, never in this one.
+Train (in-process execution metrics). The template generator always runs; with a
+GeminiGenerator (a Gemini API key) an LLM may write the version instead, kept only
+when it passes the same gate (see _llm). Generated code is checked by a gate that imports it in an isolated subprocess, never in this one.
 """
 
 from poet_grpc.generator._analysis import FunctionInfo, ParamInfo, analyze, first_function_name
 from poet_grpc.generator._errors import AnalysisError, GateError, GeneratorError
 from poet_grpc.generator._gate import check_generated
 from poet_grpc.generator._generate import generate, safety_level
+from poet_grpc.generator._llm import GeminiGenerator, LLMOutcome
 from poet_grpc.generator._params import OPTIMIZE_FOR
 from poet_grpc.generator.domains import DEFAULT_DOMAIN, DOMAINS, DomainInfo, DomainParam
 
@@ -23,7 +25,9 @@ __all__ = [
     "DomainParam",
     "FunctionInfo",
     "GateError",
+    "GeminiGenerator",
     "GeneratorError",
+    "LLMOutcome",
     "ParamInfo",
     "analyze",
     "check_generated",

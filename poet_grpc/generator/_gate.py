@@ -1,5 +1,28 @@
 """The safety gate: generated code must parse, compile, keep the function's exact
-signature, and import cleanly in an isolated subprocess.
+signature, gain no dangerous capability, raise no new high-severity bandit finding,
+and import cleanly in an isolated subprocess.
+
+The gate trusts nothing in the generated text (it also serves LLM-written code):
+
+- Capabilities (AST scan, check "capability"): code execution (exec, eval, compile,
+  __import__, breakpoint, importlib.import_module), processes (os.system, os.popen,
+  os.exec*, os.spawn*, os.posix_spawn*, subprocess, asyncio subprocesses, pty) and
+  network modules (socket, urllib, http.client, ftplib, smtplib, requests, httpx,
+  aiohttp and a few more). Each is allowed only if the original uses the same
+  capability. The scan also counts indirect routes it can see: a module alias of
+  os/builtins/importlib passed around as a value, getattr() with the name of a
+  forbidden attribute, `__builtins__`, `sys.modules`. It is a static scan, not a
+  proof: it catches what a reviewer would flag at a glance.
+- The only exemption is the event emitter, recognised as the exact canonical text
+  of `_emitter.CANONICAL` forming whole top-level statements; any other text (a
+  modified emitter included) is scanned like the rest. Code outside that block may
+  not rebind any name the block defines, nor read its private helpers (`_poet_ev_*`):
+  only `_poet_emit`, `_poet_flush_events`, `_poet_execution_start` and
+  `_poet_execution_event` are its interface.
+- bandit (check "bandit"): the original and the generated module (emitter block
+  blanked out) are scanned in this process, `# nosec` ignored, while the sandbox
+  import runs; any HIGH-severity finding in the generated module whose test id
+  the original's findings lack fails the gate.
 
 Generated code never runs in this process. The import check runs
 `python -I -B -c <_CHILD>` in a fresh session with a wall-clock timeout (the whole
@@ -18,6 +41,7 @@ installed on the server.
 from __future__ import annotations
 
 import ast
+import io
 import json
 import math
 import os
@@ -26,8 +50,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from poet_grpc.generator import _emitter
 from poet_grpc.generator._analysis import analyze_module
 from poet_grpc.generator._errors import AnalysisError, GateError
 
@@ -161,24 +190,30 @@ def check_generated(
     (the generated code), "function" (a top-level def of the name exists),
     "signature" (same parameters, defaults, annotations, return annotation and
     async-ness as text, then again with inspect.signature in the sandbox),
-    "import" / "import_timeout" / "sandbox" (the isolated import).
+    "capability" (no forbidden capability the original lacks; the emitter block's
+    names are reserved), "bandit" (no new HIGH-severity finding, or bandit could
+    not scan), "import" / "import_timeout" / "sandbox" (the isolated import).
     """
     try:
         original = analyze_module(original_source, function_name)
     except AnalysisError as exc:
         raise GateError("original", exc.description) from None
-    enhanced = _static_checks(generated_source, function_name)
+    tree, enhanced = _static_checks(generated_source, function_name)
     _compare_signatures(original.node, enhanced)
+    exempt = _emitter_block(tree, generated_source)
+    _check_capabilities(original.tree, tree, exempt)
+    scanned = _blank_statements(generated_source, tree, exempt)
     _sandbox_import(
         _undecorated(original_source, original.node),
         generated_source,
         function_name,
         stub_roots=_import_roots(original.tree),
         timeout_seconds=timeout_seconds,
+        while_waiting=lambda: _bandit_check(original_source, scanned),
     )
 
 
-def _static_checks(source: str, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef:
+def _static_checks(source: str, name: str) -> tuple[ast.Module, ast.FunctionDef | ast.AsyncFunctionDef]:
     try:
         tree = ast.parse(source, filename="<generated>")
     except SyntaxError as exc:
@@ -196,7 +231,7 @@ def _static_checks(source: str, name: str) -> ast.FunctionDef | ast.AsyncFunctio
             found = stmt
     if found is None:
         raise GateError("function", f"the generated code defines no top-level function {name!r}")
-    return found
+    return tree, found
 
 
 def _signature_text(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
@@ -233,9 +268,360 @@ def _import_roots(tree: ast.Module) -> list[str]:
     return sorted(roots)
 
 
+# --- capabilities ------------------------------------------------------------------
+
+_CODE_BUILTINS = frozenset({"exec", "eval", "compile", "__import__", "breakpoint"})
+"""Builtins that run or load code: a capability when read at all (called or passed on)."""
+
+_OS_FUNCTIONS = {"system": "os.system", "popen": "os.popen"}
+_OS_PREFIXES = {"exec": "os.exec*", "spawn": "os.spawn*", "posix_spawn": "os.spawn*"}
+_OS_MODULES = frozenset({"os", "posix", "nt"})
+
+_CAPABILITY_MODULES = {
+    "subprocess": "subprocess",
+    "_posixsubprocess": "subprocess",
+    "pty": "pty",
+    "socket": "socket",
+    "_socket": "socket",
+    "socketserver": "socket",
+    "urllib": "urllib",
+    "urllib3": "urllib",
+    "http.client": "http.client",
+    "http.server": "http.client",
+    "ftplib": "ftplib",
+    "smtplib": "smtplib",
+    "poplib": "network",
+    "imaplib": "network",
+    "nntplib": "network",
+    "telnetlib": "network",
+    "xmlrpc": "network",
+    "requests": "requests",
+    "httpx": "httpx",
+    "aiohttp": "aiohttp",
+    "websocket": "network",
+    "websockets": "network",
+}
+"""Importing these modules (or anything from them) is the capability named."""
+
+_DYNAMIC_ATTRIBUTES = {
+    "import_module": "importlib.import_module",
+    "create_subprocess_exec": "subprocess",
+    "create_subprocess_shell": "subprocess",
+    "open_connection": "socket",
+    "create_connection": "socket",
+    "urlopen": "urllib",
+}
+"""Attribute names that are the capability whatever object they are read from."""
+
+_INTROSPECTION = frozenset(
+    {"__subclasses__", "__globals__", "__code__", "__builtins__", "f_globals", "f_builtins", "f_locals"}
+)
+"""Attributes that reach other code's namespaces (sandbox escapes, hidden builtins)."""
+
+_SENSITIVE_MODULES = _OS_MODULES | {"builtins", "importlib", "sys", "subprocess", "socket"}
+"""Modules whose alias, passed around as a value, hides what is done with it."""
+
+
+def _capability_of_module(module: str) -> str | None:
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        found = _CAPABILITY_MODULES.get(".".join(parts[:n]))
+        if found:
+            return found
+    return None
+
+
+def _os_capability(attribute: str) -> str | None:
+    if attribute in _OS_FUNCTIONS:
+        return _OS_FUNCTIONS[attribute]
+    for prefix, capability in _OS_PREFIXES.items():
+        if attribute.startswith(prefix):
+            return capability
+    return None
+
+
+def _attribute_capability(module: str, attribute: str) -> str | None:
+    """The capability of reading module.attribute (module: the real module name)."""
+    if module in _OS_MODULES:
+        return _os_capability(attribute)
+    if module == "builtins" and attribute in _CODE_BUILTINS:
+        return attribute
+    if module == "importlib" and attribute == "import_module":
+        return "importlib.import_module"
+    if module == "sys" and attribute == "modules":
+        return "sys.modules"
+    return _DYNAMIC_ATTRIBUTES.get(attribute) or _capability_of_module(f"{module}.{attribute}")
+
+
+def _nodes(tree: ast.Module, skip: frozenset[int] = frozenset()) -> list[ast.AST]:
+    """Every node of the module but those of the top-level statements at indices `skip`."""
+    return [node for index, statement in enumerate(tree.body) if index not in skip for node in ast.walk(statement)]
+
+
+def _aliases(nodes: Iterable[ast.AST]) -> dict[str, str]:
+    """Names bound by imports -> what they name ("_poet_os" -> "os", "run" -> "subprocess.run"),
+    whatever their scope (conservative: a local name shadowing an alias still counts as it)."""
+    aliases: dict[str, str] = {}
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    aliases[alias.asname] = alias.name
+                else:
+                    root = alias.name.partition(".")[0]
+                    aliases[root] = root
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return aliases
+
+
+def _capabilities(nodes: list[ast.AST], aliases: dict[str, str]) -> dict[str, int]:
+    """Forbidden capabilities these nodes use -> first line using each."""
+    found: dict[str, int] = {}
+
+    def use(capability: str | None, node: ast.AST) -> None:
+        if capability and capability not in found:
+            found[capability] = getattr(node, "lineno", 0)
+
+    attribute_bases: set[int] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                use(_capability_of_module(alias.name), node)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            module = node.module if node.level == 0 else ""
+            for alias in node.names:
+                if module:
+                    use(_capability_of_module(module), node)
+                    use(_attribute_capability(module, alias.name), node)
+                    if alias.name == "*" and module in _SENSITIVE_MODULES:
+                        use(f"{module}.*", node)
+                if alias.name in _DYNAMIC_ATTRIBUTES:
+                    use(_DYNAMIC_ATTRIBUTES[alias.name], node)
+        elif isinstance(node, ast.Attribute):
+            base = node.value
+            if isinstance(base, ast.Name):
+                attribute_bases.add(id(base))
+                module = aliases.get(base.id)
+                if base.id == "__builtins__":
+                    module = "builtins"
+                if module is not None:
+                    use(_attribute_capability(module, node.attr), node)
+                    continue
+            use(_DYNAMIC_ATTRIBUTES.get(node.attr), node)
+            if node.attr in _INTROSPECTION:
+                use(f"introspection ({node.attr})", node)
+        elif isinstance(node, ast.Constant) and node.value in ("__builtins__", "__import__"):
+            use(node.value, node)
+        elif isinstance(node, ast.Name):
+            if node.id in _CODE_BUILTINS:
+                use(node.id, node)
+            elif node.id == "__builtins__":
+                use("__builtins__", node)
+            elif node.id in aliases and isinstance(node.ctx, ast.Load) and id(node) not in attribute_bases:
+                real = aliases[node.id]
+                module, _, attribute = real.rpartition(".")
+                if real in _SENSITIVE_MODULES:
+                    use(f"{real} module used as a value", node)
+                elif module:
+                    use(_attribute_capability(module, attribute), node)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr":
+            if len(node.args) < 2:
+                continue
+            target, key = node.args[0], node.args[1]
+            module = aliases.get(target.id) if isinstance(target, ast.Name) else None
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                attribute = key.value
+                if module:
+                    use(_attribute_capability(module, attribute), node)
+                use(_os_capability(attribute), node)
+                use(attribute if attribute in _CODE_BUILTINS else None, node)
+                use(_DYNAMIC_ATTRIBUTES.get(attribute), node)
+            elif module in _SENSITIVE_MODULES:
+                use(f"dynamic attribute of {module}", node)
+    return found
+
+
+def _emitter_block(tree: ast.Module, source: str) -> frozenset[int]:
+    """Indices in tree.body of the canonical emitter block, or empty when it is absent.
+
+    The block counts only as whole top-level statements whose source lines are
+    exactly _emitter.CANONICAL; the first such occurrence is the one exempted.
+    """
+    canonical_lines = _emitter.CANONICAL.split("\n")
+    first = canonical_lines[0]
+    lines = source.split("\n")
+    body = tree.body
+    for index, statement in enumerate(body):
+        start = statement.lineno - 1
+        if statement.col_offset or start >= len(lines) or lines[start] != first:
+            continue
+        if getattr(statement, "decorator_list", None):
+            continue  # a decorator line would precede the canonical first line
+        end = start + len(canonical_lines)
+        if lines[start:end] != canonical_lines:
+            continue
+        last = index
+        while last + 1 < len(body) and body[last + 1].lineno <= end:
+            last += 1
+        if body[last].end_lineno == end and (last + 1 == len(body) or body[last + 1].lineno > end):
+            return frozenset(range(index, last + 1))
+    return frozenset()
+
+
+_EMITTER_PRIVATE_PREFIX = "_poet_ev_"
+
+
+def _emitter_names() -> tuple[frozenset[str], dict[str, str]]:
+    """(every top-level name the canonical block binds, its module aliases -> modules)."""
+    bound: set[str] = set()
+    modules: dict[str, str] = {}
+    for node in ast.walk(ast.parse(_emitter.CANONICAL)):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname:
+                    modules[a.asname] = a.name
+    for node in ast.parse(_emitter.CANONICAL).body:
+        statements = [node]
+        if isinstance(node, ast.Try):  # try: import resource ... except ImportError: ... = None
+            statements = [*node.body, *(s for h in node.handlers for s in h.body)]
+        for statement in statements:
+            if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(statement.name)
+            elif isinstance(statement, (ast.Import, ast.ImportFrom)):
+                bound.update((a.asname or a.name).partition(".")[0] for a in statement.names)
+            else:
+                for sub in ast.walk(statement):
+                    if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                        bound.add(sub.id)
+    return frozenset(bound), {k: v for k, v in modules.items() if k in bound}
+
+
+_EMITTER_BOUND, _EMITTER_MODULES = _emitter_names()
+_EMITTER_ALIASES = _aliases(ast.walk(ast.parse(_emitter.CANONICAL)))
+"""Other code may read these names, except the private `_poet_ev_*` helpers, and may
+import the same module under the same alias (`import os as _poet_os`), but never
+rebind them otherwise: the block's network code would then run code of its choosing."""
+
+
+def _check_emitter_names(nodes: list[ast.AST]) -> None:
+    """Outside the block, no code rebinds an emitter name or reads a private one."""
+    for node in nodes:
+        names: list[tuple[str, bool]] = []
+        if isinstance(node, ast.Name):
+            names.append((node.id, not isinstance(node.ctx, ast.Load)))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append((node.name, True))
+        elif isinstance(node, ast.Import):
+            names += [
+                ((a.asname or a.name).partition(".")[0], _EMITTER_MODULES.get(a.asname or "") != a.name)
+                for a in node.names
+            ]
+        elif isinstance(node, ast.ImportFrom):
+            names += [(a.asname or a.name, True) for a in node.names]
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            names += [(n, True) for n in node.names]
+        elif isinstance(node, ast.Attribute):
+            names.append((node.attr, False))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in _EMITTER_BOUND:
+            names.append((node.value, False))
+        for name, binds in names:
+            if name not in _EMITTER_BOUND:
+                continue
+            if binds:
+                raise GateError(
+                    "capability", f"line {node.lineno}: code outside the event emitter rebinds its name {name!r}"
+                )
+            if name.startswith(_EMITTER_PRIVATE_PREFIX):
+                raise GateError(
+                    "capability", f"line {node.lineno}: code outside the event emitter uses its internal {name!r}"
+                )
+
+
+def _check_capabilities(original: ast.Module, generated: ast.Module, exempt: frozenset[int]) -> None:
+    original_nodes = _nodes(original)
+    allowed = _capabilities(original_nodes, _aliases(original_nodes))
+    nodes = _nodes(generated, exempt)
+    aliases = _aliases(nodes)
+    if exempt:  # the block's imports are aliases too: code elsewhere cannot use them unseen
+        aliases = {**_EMITTER_ALIASES, **aliases}
+    used = _capabilities(nodes, aliases)
+    new = sorted((line, capability) for capability, line in used.items() if capability not in allowed)
+    if new:
+        described = "; ".join(f"{capability} (line {line})" for line, capability in new)
+        raise GateError("capability", f"the generated code uses what the original does not: {described}")
+    if exempt:
+        _check_emitter_names(nodes)
+
+
+def _blank_statements(source: str, tree: ast.Module, indices: frozenset[int]) -> str:
+    """source with the lines of those top-level statements emptied (line numbers kept)."""
+    if not indices:
+        return source
+    lines = source.split("\n")
+    for index in indices:
+        statement = tree.body[index]
+        for n in range(statement.lineno - 1, statement.end_lineno):
+            lines[n] = ""
+    return "\n".join(lines)
+
+
+# --- bandit -------------------------------------------------------------------------
+
+_BANDIT_LOCK = threading.Lock()
+"""Serialises bandit runs: its manager and config are not documented as thread-safe."""
+_bandit_config = None
+
+
+def _bandit_issues(sources: dict[str, str]) -> dict[str, list[tuple[str, str, int, str]]]:
+    """name -> [(test_id, severity, line, text)] for each source, scanned in memory.
+
+    Raises GateError("bandit") when bandit is missing or cannot scan a source.
+    """
+    global _bandit_config
+    try:
+        with warnings.catch_warnings():  # stevedore's deprecation notices, at first import
+            warnings.simplefilter("ignore")
+            from bandit.core import config as bandit_config
+            from bandit.core import manager as bandit_manager
+    except ImportError as exc:  # fail closed: the gate cannot vouch for the code
+        raise GateError("bandit", f"bandit is not available: {exc}") from None
+    with _BANDIT_LOCK:
+        if _bandit_config is None:
+            _bandit_config = bandit_config.BanditConfig()
+        manager = bandit_manager.BanditManager(_bandit_config, "file", quiet=True, ignore_nosec=True)
+        for name, text in sources.items():
+            # In memory: a file could be rewritten by the sandboxed import meanwhile.
+            manager._parse_file(name, io.BytesIO(text.encode("utf-8")), [name])
+        if manager.skipped:
+            raise GateError("bandit", "bandit could not scan: " + "; ".join(f"{n}: {why}" for n, why in manager.skipped))
+        issues: dict[str, list[tuple[str, str, int, str]]] = {name: [] for name in sources}
+        for issue in manager.get_issue_list():
+            issues[issue.fname].append((issue.test_id, issue.severity, issue.lineno, issue.text))
+    return issues
+
+
+def _bandit_check(original_source: str, generated_source: str) -> None:
+    issues = _bandit_issues({"/original.py": original_source, "/generated.py": generated_source})
+    known = {test_id for test_id, _, _, _ in issues["/original.py"]}
+    new = [i for i in issues["/generated.py"] if i[1] == "HIGH" and i[0] not in known]
+    if new:
+        described = "; ".join(f"{test_id} at line {line}: {text}" for test_id, _, line, text in new[:5])
+        raise GateError("bandit", f"high-severity finding(s) the original does not have: {described}")
+
+
 def _sandbox_import(
-    reference: str, generated: str, name: str, *, stub_roots: list[str], timeout_seconds: float
+    reference: str,
+    generated: str,
+    name: str,
+    *,
+    stub_roots: list[str],
+    timeout_seconds: float,
+    while_waiting: Callable[[], None] | None = None,
 ) -> None:
+    """Import in the sandbox; `while_waiting()` runs here while the child works (its
+    errors win: the child is killed). timeout_seconds bounds the wait from the start."""
     with tempfile.TemporaryDirectory(prefix="poet-gate-") as tmp:
         folder = Path(tmp)
         reference_path = folder / "poet_gate_original.py"
@@ -269,8 +655,11 @@ def _sandbox_import(
                 start_new_session=True,
                 close_fds=True,
             )
+            started = time.monotonic()
             try:
-                returncode = _wait(process, timeout_seconds)
+                if while_waiting is not None:
+                    while_waiting()
+                returncode = _wait(process, max(0.0, timeout_seconds - (time.monotonic() - started)))
             except subprocess.TimeoutExpired:
                 _kill_group(process)
                 raise GateError(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from poet_grpc.core.models import EnhancementSpec, GeneratedCode
 from poet_grpc.generator import _render
@@ -11,6 +13,9 @@ from poet_grpc.generator._dana import annotate_dana
 from poet_grpc.generator._errors import AnalysisError
 from poet_grpc.generator._gate import check_generated
 from poet_grpc.generator._params import resolve_domain, resolve_optimize_for, resolve_params
+
+if TYPE_CHECKING:
+    from poet_grpc.generator._llm import GeminiGenerator
 
 GENERATOR = "template"
 
@@ -37,13 +42,25 @@ def safety_level(optimizations: Iterable[str]) -> float:
     return round(sum(SAFETY_WEIGHTS.get(o, 0.0) for o in set(optimizations)), 2)
 
 
-def generate(spec: EnhancementSpec) -> GeneratedCode:
+def generate(
+    spec: EnhancementSpec,
+    *,
+    version: str = "",
+    evidence: Mapping[str, Any] | None = None,
+    llm: GeminiGenerator | None = None,
+) -> GeneratedCode:
     """The enhanced version of spec.function_name (the first function when empty).
 
     Raises AnalysisError for a request that cannot be enhanced (its `field` names the
     culprit: original_code, function_name, domain, optimize_for, config, dana_source)
     and GateError when the generated code fails the gate (a generator bug).
     Blocking (the gate runs a subprocess): call it from a worker thread in async code.
+    `version` (e.g. "v3") is baked into the module as _POET_VERSION and reported in
+    its function.execution events; it does not change anything else.
+    With `llm`, the template version is the reference and the fallback: the LLM's
+    version (written from the analysis, the domain, the template and `evidence`, the
+    feedback the template ignores) is returned when it passes the gate, generator
+    "gemini"; otherwise the template's, with params["llm_fallback_reason"] saying why.
     """
     domain = resolve_domain(spec.domain)
     optimize_for = resolve_optimize_for(spec.optimize_for)
@@ -55,10 +72,10 @@ def generate(spec: EnhancementSpec) -> GeneratedCode:
             f"{name} is an async generator function; the template generator cannot enhance those yet",
         )
     params = resolve_params(domain, optimize_for, spec.config)
-    rendered = _render.render(analysis, params, domain=domain, optimize_for=optimize_for)
+    rendered = _render.render(analysis, params, domain=domain, optimize_for=optimize_for, version=version)
     dana = annotate_dana(spec.dana_source, name, domain, params)
     check_generated(spec.original_code, rendered.python, name)
-    return GeneratedCode(
+    template = GeneratedCode(
         python=rendered.python,
         dana=dana,
         optimizations=rendered.optimizations,
@@ -66,3 +83,9 @@ def generate(spec: EnhancementSpec) -> GeneratedCode:
         generator=GENERATOR,
         params=params,
     )
+    if llm is None:
+        return template
+    outcome = llm.enhance_outcome(spec, template, evidence=evidence)
+    if outcome.code is not None:
+        return outcome.code
+    return replace(template, params={**template.params, "llm_fallback_reason": outcome.fallback_reason})

@@ -10,8 +10,11 @@ optimize_for (applied to the domain's defaults, before the request's config):
 
 The request's config wins over both. Known keys are type-checked (a JSON number
 such as 3.0 is accepted for an integer) and range-checked; "retries" and "timeout"
-(the Dana decorator's names) stand for max_retries and timeout_seconds. Unknown keys
-are kept in params, and baked into the generated module, but change nothing.
+(the Dana decorator's names) stand for max_retries and timeout_seconds. The event
+emitter's keys (events_url, events_queue_size, events_batch_size, events_flush_seconds;
+see _emitter) are checked the same way when given, and otherwise absent (the module
+uses their defaults). Unknown keys are kept in params, and baked into the generated
+module, but change nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from poet_grpc.generator._emitter import DEFAULTS as EMITTER_DEFAULTS
 from poet_grpc.generator._errors import AnalysisError
 from poet_grpc.generator.domains import DEFAULT_DOMAIN, DOMAINS
 
@@ -36,6 +40,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "backoff_max_seconds": (0.0, 3600.0),
     "jitter": (0.0, 1.0),
     "timeout_seconds": (0.0, 86400.0),
+    "events_queue_size": (1, 10_000_000),
+    "events_batch_size": (1, 10_000),
+    "events_flush_seconds": (0.0, 3600.0),
 }
 
 
@@ -80,7 +87,13 @@ def resolve_params(domain: str, optimize_for: str, config: Mapping[str, Any]) ->
     params = {p.name: p.default for p in info.parameters}
     _ADJUST[resolve_optimize_for(optimize_for)](params)
     for key, value in _canonical(config).items():
-        params[key] = _coerce(key, value, params[key]) if key in params else _json_value(key, value)
+        if key in params or key in EMITTER_DEFAULTS:
+            params[key] = _coerce(key, value, params.get(key, EMITTER_DEFAULTS.get(key)))
+        else:
+            params[key] = _json_value(key, value)
+    url = params.get("events_url")
+    if url and not url.startswith(("http://", "https://")):
+        raise AnalysisError("config", f"config 'events_url' must be an http(s) URL or empty, not {url!r}")
     return dict(sorted(params.items()))
 
 

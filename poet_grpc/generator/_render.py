@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import ast
 import builtins
-import copy
 import json
 import symtable
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from poet_grpc.generator import _runtime
+from poet_grpc.generator import _domain_code, _emitter, _runtime
 from poet_grpc.generator._analysis import Analysis, ModuleScope, def_header
 from poet_grpc.generator._errors import AnalysisError
 from poet_grpc.generator._typecheck import Check, accepts_float, expression, names_used, translate
@@ -63,7 +62,9 @@ class _Stage:
     features: frozenset[str] = frozenset()
 
 
-def render(analysis: Analysis, params: Mapping[str, Any], *, domain: str, optimize_for: str) -> Rendered:
+def render(
+    analysis: Analysis, params: Mapping[str, Any], *, domain: str, optimize_for: str, version: str = ""
+) -> Rendered:
     info, node, scope = analysis.info, analysis.node, analysis.scope
     name = info.name
     original = f"_poet_original_{name}"
@@ -72,6 +73,7 @@ def render(analysis: Analysis, params: Mapping[str, Any], *, domain: str, optimi
 
     perceive = _perceive(analysis, params) if params["validate_inputs"] else None
     enforce = _enforce(analysis, params) if params["validate_outputs"] and operate else None
+    domain_code = _domain_code.collect(domain, analysis, params)  # the domain's own code (domains/)
     features = {EXECUTION_METRICS}
     for stage in (perceive, enforce):
         features |= stage.features if stage else set()
@@ -98,6 +100,7 @@ def render(analysis: Analysis, params: Mapping[str, Any], *, domain: str, optimi
                 f"_POET_FUNCTION = {_literal(name)}",
                 f"_POET_DOMAIN = {_literal(domain)}",
                 f"_POET_OPTIMIZE_FOR = {_literal(optimize_for)}",
+                f"_POET_VERSION = {_literal(version)}",
                 f"_POET_PARAMS = {_literal(dict(params), multiline=True)}",
                 '"""Parameters of this version; the helpers read them at call time."""',
             ]
@@ -118,8 +121,10 @@ def render(analysis: Analysis, params: Mapping[str, Any], *, domain: str, optimi
         blocks.append(_runtime.BACKOFF)
         blocks.append(_runtime.OPERATE_ASYNC if info.is_async else _runtime.OPERATE_SYNC)
     blocks.append(_runtime.TRAIN)
-    blocks.append(_enhanced_function(analysis, params, call, perceive, enforce))
-    blocks.append(_finish(analysis, original))
+    blocks.append(_emitter.CANONICAL)  # fixed text: the gate recognises it
+    blocks += domain_code.runtime
+    blocks.append(_enhanced_function(analysis, params, call, perceive, enforce, domain_code))
+    blocks.append(_finish(analysis, original) + "".join(line + "\n" for line in domain_code.finish))
     section = _join_top_level(blocks)
     _check_builtins(section.replace(def_header(node), _plain_header(node), 1), scope, name)
 
@@ -143,7 +148,7 @@ def render(analysis: Analysis, params: Mapping[str, Any], *, domain: str, optimi
         + "\n"
         + section
     )
-    optimizations = tuple(o for o in OPTIMIZATION_ORDER if o in features)
+    optimizations = tuple(o for o in OPTIMIZATION_ORDER if o in features) + domain_code.features
     return Rendered(python=python, optimizations=optimizations)
 
 
@@ -266,8 +271,14 @@ def _forward(args: ast.arguments) -> str:
 
 
 def _enhanced_function(
-    analysis: Analysis, params: Mapping[str, Any], call: str, perceive: _Stage | None, enforce: _Stage | None
+    analysis: Analysis,
+    params: Mapping[str, Any],
+    call: str,
+    perceive: _Stage | None,
+    enforce: _Stage | None,
+    domain: _domain_code.DomainCode,
 ) -> str:
+    """The enhanced def; `domain` parts go where _domain_code.DomainCode says."""
     info = analysis.info
     name = info.name
     wait = "await " if info.is_async else ""
@@ -277,10 +288,11 @@ def _enhanced_function(
         f"{INDENT}return {wait}{call}",
         "_poet_token = _poet_in_call.set(True)",
         "_poet_started = _poet_time.perf_counter()",
+        "_poet_cpu = _poet_execution_start()",
         '_poet_stage = "perceive"',
         "try:",
     ]
-    stages: list[str] = []
+    stages: list[str] = list(domain.start)
     if perceive is None:
         stages.append("# Perceive: argument checks are off (validate_inputs).")
     elif perceive.statements:
@@ -288,7 +300,10 @@ def _enhanced_function(
         stages += perceive.statements
     else:
         stages.append("# Perceive: no parameter has a checkable annotation.")
+    if domain.perceive:
+        stages += ["# Perceive: the domain's argument rules.", *domain.perceive]
     stages.append('_poet_stage = "operate"')
+    stages += domain.before_operate
     if info.is_generator:
         stages += [
             "# Operate: calling a generator function only creates the generator;",
@@ -310,16 +325,20 @@ def _enhanced_function(
         stages += enforce.statements
     else:
         stages.append("# Enforce: the return annotation is not checkable.")
+    if domain.enforce:
+        stages += ['_poet_stage = "enforce"', "# Enforce: the domain's result rules.", *domain.enforce]
     body += [INDENT + line for line in stages]
     body += [
         "except BaseException as _poet_error:",
+        *(INDENT + line for line in domain.on_error),
         f"{INDENT}# Train: record the failure; the exception itself propagates unchanged.",
-        f"{INDENT}_poet_train(_poet_stage, _poet_error, _poet_started)",
+        f"{INDENT}_poet_train(_poet_stage, _poet_error, _poet_started, _poet_cpu)",
         f"{INDENT}raise",
         "finally:",
         f"{INDENT}_poet_in_call.reset(_poet_token)",
+        *domain.on_success,
         "# Train: record the success.",
-        '_poet_train("success", None, _poet_started)',
+        '_poet_train("success", None, _poet_started, _poet_cpu)',
         "return _poet_result",
     ]
     header = def_header(analysis.node, docstring=True)
@@ -338,6 +357,7 @@ def _finish(analysis: Analysis, original: str) -> str:
             f"{name}.__kwdefaults__ = {original}.__kwdefaults__",
         ]
     lines += [f"{name}.poet_metrics = _POET_METRICS", f"{name}.poet_params = _POET_PARAMS"]
+    lines.append(f"{name}.poet_flush_events = _poet_flush_events")
     return "\n".join(lines) + "\n"
 
 
@@ -362,13 +382,25 @@ def _literal(value: Any, *, multiline: bool = False) -> str:
 
 def _plain_header(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
     """The def line with annotations and defaults removed: what they read is the
-    original's business, not the generated code's."""
-    plain = copy.deepcopy(node)
-    for arg in _all_args(plain.args):
-        arg.annotation = None
-    plain.args.defaults = [ast.Constant(None) for _ in plain.args.defaults]
-    plain.args.kw_defaults = [None if d is None else ast.Constant(None) for d in plain.args.kw_defaults]
-    plain.returns = None
+    original's business, not the generated code's.
+
+    Built from fresh nodes, never copy.deepcopy: bandit (run in-process by the gate)
+    tags CPython's shared ast.Load/Store singletons with links into its own trees,
+    so a deep copy of any tree can walk into another thread's bandit tree."""
+    def bare(arg: ast.arg | None) -> ast.arg | None:
+        return None if arg is None else ast.arg(arg=arg.arg)
+
+    a = node.args
+    args = ast.arguments(
+        posonlyargs=[bare(x) for x in a.posonlyargs],
+        args=[bare(x) for x in a.args],
+        vararg=bare(a.vararg),
+        kwonlyargs=[bare(x) for x in a.kwonlyargs],
+        kw_defaults=[None if d is None else ast.Constant(None) for d in a.kw_defaults],
+        kwarg=bare(a.kwarg),
+        defaults=[ast.Constant(None) for _ in a.defaults],
+    )
+    plain = type(node)(name=node.name, args=args, body=[ast.Pass()], decorator_list=[], returns=None, type_comment=None)
     return def_header(plain)
 
 

@@ -4,7 +4,7 @@ Each block is emitted only when the generated function needs it. Helpers read
 their settings from the module's _POET_PARAMS at call time, so the Train stage
 can later tune a loaded module without regenerating it. Every name they define
 starts with _poet_ / _POET_; the builtins they use are exception classes only
-(plus isinstance in the finiteness check), so a module that names a function
+(plus isinstance in the finiteness check and in _poet_is_transient), so a module that names a function
 `max` or `sum` is unaffected.
 """
 
@@ -64,6 +64,12 @@ def _poet_non_finite_error(what, value):
 '''
 
 BACKOFF = '''
+def _poet_is_transient(error):
+    """Operate retries `error` only if this says it is transient: one of _POET_TRANSIENT_ERRORS.
+    A domain may rebind this name to widen the rule (llm_optimization does)."""
+    return isinstance(error, _POET_TRANSIENT_ERRORS)
+
+
 def _poet_backoff_delay(retry):
     """Seconds to wait before retry number `retry` (1, 2, ...): exponential, capped, jittered."""
     params = _POET_PARAMS
@@ -85,7 +91,9 @@ def _poet_retry(call, stop=None):
     while True:
         try:
             return call()
-        except _POET_TRANSIENT_ERRORS:
+        except Exception as error:
+            if not _poet_is_transient(error):
+                raise
             retry += 1
             if retry > _POET_PARAMS["max_retries"] or (stop is not None and stop.is_set()):
                 raise
@@ -143,7 +151,9 @@ async def _poet_retry_async(call):
     while True:
         try:
             return await call()
-        except _POET_TRANSIENT_ERRORS:
+        except Exception as error:
+            if not _poet_is_transient(error):
+                raise
             retry += 1
             if retry > _POET_PARAMS["max_retries"]:
                 raise
@@ -182,8 +192,10 @@ def _poet_count(key):
         pass
 
 
-def _poet_train(stage, error, started):
-    """Train: record one call in _POET_METRICS; never raises."""
+def _poet_train(stage, error, started, cpu=None):
+    """Train: record one call in _POET_METRICS and, when events are configured (`cpu`
+    is the CPU time at the start of the call), emit its function.execution event.
+    Never raises."""
     try:
         duration = _poet_time.perf_counter() - started
         with _poet_metrics_lock:
@@ -201,4 +213,6 @@ def _poet_train(stage, error, started):
                     metrics["rejected_outputs"] += 1
     except Exception:  # metrics never break the function
         pass
+    if cpu is not None:
+        _poet_execution_event(error, started, cpu)
 '''

@@ -25,6 +25,15 @@ Rule = Callable[[Message, Settings], Iterator[FieldViolation]]
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 VERSION_LABEL = re.compile(r"v[1-9][0-9]{0,8}")
+RESERVED_EVENT_TYPES = {
+    "enhancement.completed": "use Enhance",
+    "function.feedback": "use SubmitFeedback",
+    "function.update": "versions change through the learning loop or ActivateVersion",
+    "version.activated": "use ActivateVersion",
+    "version.deprecated": "use DeprecateVersion",
+}
+"""Event types that change versions: only the service appends them, so the log
+cannot be made to disagree with what the service decided."""
 EVENT_TYPE = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+){0,15}")
 MAX_ID = 128
 MAX_TEXT = 10_000
@@ -125,6 +134,8 @@ def _published_events(m: pb.PublishEventsRequest, s: Settings) -> Iterator[Field
         where = f"events[{i}]"
         if not event.type:
             yield FieldViolation(f"{where}.type", "is required")
+        elif event.type in RESERVED_EVENT_TYPES:
+            yield FieldViolation(f"{where}.type", f"{event.type} is written by the service itself; {RESERVED_EVENT_TYPES[event.type]}")
         elif not EVENT_TYPE.fullmatch(event.type):
             yield FieldViolation(f"{where}.type", f"must be dot-separated words like drift.detected, got {event.type[:80]!r}")
         for name in ("id", "correlation_id", "causation_id"):
@@ -173,6 +184,18 @@ RULES: dict[type[Message], list[Rule]] = {
     ],
     pb.ListVersionsRequest: [*function_name(), non_negative("page_size")],
     pb.GetVersionRequest: [*function_name(), required("version"), _version_label],
+    pb.ActivateVersionRequest: [
+        *function_name(),
+        required("version"),
+        matches("version", VERSION_LABEL, 'a version label like "v2"'),
+        max_length("reason", MAX_TEXT),
+    ],
+    pb.DeprecateVersionRequest: [
+        *function_name(),
+        required("version"),
+        matches("version", VERSION_LABEL, 'a version label like "v2"'),
+        max_length("reason", MAX_TEXT),
+    ],
     pb.ListEventsRequest: [
         *function_name(optional=True),
         max_length("event_type", 200),

@@ -109,8 +109,42 @@ def _001_event_log_and_projections(db: Database) -> None:
     )
 
 
+def _002_learning(db: Database) -> None:
+    # Execution evidence from function.execution events, beside the reported metrics.
+    metrics = db.table("metrics")
+    for column, kind in (("execution_count", int), ("failure_count", int), ("timeout_count", int),
+                         ("transient_count", int), ("duration_sum_ms", float)):
+        metrics.add_column(column, kind, not_null_default=0)
+    db.table("versions").add_column("update_reason", str, not_null_default="")
+    # What an event caused (e.g. the version a piece of feedback triggered).
+    db.table("events").create_index(["causation_id", "type"], index_name="events_by_causation")
+    # One row per ml_monitoring execution: did it report drift, and what did people
+    # (or a retraining) say about it. Rates are counted from the verdicts.
+    db.table("ml_executions").create(
+        {
+            "execution_id": str,
+            "function_name": str,
+            "version": str,
+            "drift_detected": int,
+            "drift_score": float,
+            "drift_event_id": str,
+            "correlation_id": str,
+            "verdict": str,  # "", false_positive, confirmed, missed, true_negative
+        },
+        pk="execution_id",
+        not_null=["function_name", "version", "drift_detected", "drift_score", "drift_event_id", "correlation_id", "verdict"],
+        defaults={"drift_detected": 0, "drift_score": 0.0, "drift_event_id": "", "correlation_id": "", "verdict": ""},
+    )
+    db.table("ml_executions").create_index(["function_name", "version"], index_name="ml_executions_by_version")
+    db.table("ml_executions").create_index(["correlation_id"], index_name="ml_executions_by_correlation")
+    # Where each log consumer (e.g. the learning loop) has got to. Consumer state,
+    # not a projection: a rebuild keeps it.
+    db.table("consumers").create({"name": str, "position": int}, pk="name", not_null=["position"])
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "event log and projections", _001_event_log_and_projections),
+    (2, "learning: execution evidence, drift verdicts, consumer positions", _002_learning),
 ]
 
 

@@ -15,14 +15,28 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from ..core.learning import retraining_helped
 from ..core.models import EventRecord
 from ._errors import StoreError
 
 ENHANCEMENT_COMPLETED = "enhancement.completed"
 FUNCTION_FEEDBACK = "function.feedback"
+FUNCTION_EXECUTION = "function.execution"
+FUNCTION_UPDATE = "function.update"
+VERSION_ACTIVATED = "version.activated"
+VERSION_DEPRECATED = "version.deprecated"
+DRIFT_DETECTED = "drift.detected"
+MONITORING_COMPLETED = "monitoring.completed"
+ALERT_CREATE_EXTERNAL = "alert.create_external"
+HUMAN_VALIDATION = "feedback.human_validation"
+MODEL_RETRAINED = "feedback.model_retrained"
+
+# Errors an enhanced function retries (Operate); counted apart to guide learning.
+TRANSIENT_ERRORS = frozenset({"ConnectionError", "ConnectionResetError", "ConnectionRefusedError",
+                              "ConnectionAbortedError", "BrokenPipeError", "TimeoutError"})
 
 # Cleared and refilled by a rebuild. A migration adding a projection adds it here.
-PROJECTION_TABLES = ("functions", "versions", "metrics", "requests")
+PROJECTION_TABLES = ("functions", "versions", "metrics", "requests", "ml_executions")
 
 Handler = Callable[[Database, EventRecord], None]
 
@@ -77,6 +91,7 @@ def _on_enhancement_completed(db: Database, event: EventRecord) -> None:
             "safety_level": float(p["safety_level"]),
             "generator": p["generator"],
             "params": p["params"],
+            "update_reason": p.get("update_reason") or "",
         }
     )
     db.table("metrics").insert({"function_name": name, "version": version})  # all zero
@@ -149,7 +164,176 @@ def _record_request(db: Database, event: EventRecord, result: dict[str, Any]) ->
     )
 
 
+def _version_of(db: Database, event: EventRecord) -> tuple[str, str] | None:
+    """(function, version) an inbound event is about: its payload's version, else the
+    function's current version at this point of the log; None if unknown.
+    Inbound events about unknown functions are logged but project nothing."""
+    p = event.payload
+    name = p.get("function_name") or event.function_name
+    if not name:
+        return None
+    version = p.get("version") or ""
+    if not version:
+        row = db.execute("SELECT current_version FROM functions WHERE name = ?", (name,)).fetchone()
+        version = row[0] if row else ""
+    exists = db.execute(
+        "SELECT 1 FROM versions WHERE function_name = ? AND version = ?", (name, version)
+    ).fetchone()
+    return (name, version) if exists else None
+
+
+def _on_function_execution(db: Database, event: EventRecord) -> None:
+    target = _version_of(db, event)
+    if target is None:
+        return
+    p = event.payload
+    failed = p.get("status") == "failure"
+    error_type = str((p.get("error") or {}).get("type") or "") if failed else ""
+    duration = float((p.get("metrics") or {}).get("duration_ms") or 0.0)
+    db.execute(
+        """
+        UPDATE metrics SET
+            execution_count = execution_count + 1,
+            failure_count = failure_count + :failed,
+            timeout_count = timeout_count + :timeout,
+            transient_count = transient_count + :transient,
+            duration_sum_ms = duration_sum_ms + :duration
+        WHERE function_name = :name AND version = :version
+        """,
+        {
+            "failed": int(failed),
+            "timeout": int(error_type == "TimeoutError"),
+            "transient": int(error_type in TRANSIENT_ERRORS),
+            "duration": max(0.0, duration),
+            "name": target[0],
+            "version": target[1],
+        },
+    )
+
+
+def _set_status(db: Database, name: str, version: str, status: str) -> None:
+    cursor = db.execute(
+        "UPDATE versions SET status = ? WHERE function_name = ? AND version = ?", (status, name, version)
+    )
+    if cursor.rowcount == 0:
+        raise StoreError(f"unknown version {name} {version}")
+
+
+def _on_function_update(db: Database, event: EventRecord) -> None:
+    # The new version became current with its enhancement.completed; the old one retires.
+    p = event.payload
+    _set_status(db, p["function_name"], p["old_version"], "deprecated")
+
+
+def _on_version_activated(db: Database, event: EventRecord) -> None:
+    p = event.payload
+    name, version = p["function_name"], p["version"]
+    _set_status(db, name, version, "active")
+    db.execute(
+        "UPDATE functions SET current_version = ?, updated_at = ? WHERE name = ?",
+        (version, event.timestamp, name),
+    )
+
+
+def _on_version_deprecated(db: Database, event: EventRecord) -> None:
+    p = event.payload
+    _set_status(db, p["function_name"], p["version"], "deprecated")
+
+
+def _record_execution(db: Database, event: EventRecord, *, drift: bool) -> None:
+    execution_id = event.payload.get("execution_id") or ""
+    target = _version_of(db, event)
+    if not execution_id or target is None:
+        return
+    db.execute(
+        """
+        INSERT INTO ml_executions (execution_id, function_name, version, drift_detected, drift_score, drift_event_id, correlation_id)
+        VALUES (:id, :name, :version, :drift, :score, :event, :correlation)
+        ON CONFLICT (execution_id) DO UPDATE SET
+            drift_detected = MAX(drift_detected, excluded.drift_detected),
+            drift_score = CASE WHEN excluded.drift_detected = 1 THEN excluded.drift_score ELSE drift_score END,
+            drift_event_id = CASE WHEN excluded.drift_detected = 1 THEN excluded.drift_event_id ELSE drift_event_id END,
+            correlation_id = CASE WHEN correlation_id = '' THEN excluded.correlation_id ELSE correlation_id END
+        """,
+        {
+            "id": execution_id,
+            "name": target[0],
+            "version": target[1],
+            "drift": int(drift),
+            "score": float(event.payload.get("drift_score") or 0.0) if drift else 0.0,
+            "event": event.id if drift else "",
+            "correlation": event.correlation_id,
+        },
+    )
+
+
+def _on_drift_detected(db: Database, event: EventRecord) -> None:
+    _record_execution(db, event, drift=True)
+
+
+def _on_monitoring_completed(db: Database, event: EventRecord) -> None:
+    _record_execution(db, event, drift=False)
+
+
+def _on_alert(db: Database, event: EventRecord) -> None:
+    # The alert's correlation id is how people's verdicts find the execution again.
+    if event.causation_id and event.correlation_id:
+        db.execute(
+            "UPDATE ml_executions SET correlation_id = ? WHERE drift_event_id = ?",
+            (event.correlation_id, event.causation_id),
+        )
+
+
+def _execution_for(db: Database, event: EventRecord) -> str | None:
+    """The ml execution a verdict is about: by execution_id, else by correlation id."""
+    execution_id = event.payload.get("execution_id") or ""
+    if execution_id and db.execute("SELECT 1 FROM ml_executions WHERE execution_id = ?", (execution_id,)).fetchone():
+        return execution_id
+    if event.correlation_id:
+        row = db.execute(
+            "SELECT execution_id FROM ml_executions WHERE correlation_id = ? ORDER BY rowid DESC LIMIT 1",
+            (event.correlation_id,),
+        ).fetchone()
+        if row:
+            return row[0]
+    return None
+
+
+def _on_human_validation(db: Database, event: EventRecord) -> None:
+    execution_id = _execution_for(db, event)
+    if execution_id is None:
+        return
+    real = bool(event.payload.get("was_real_drift"))
+    detected = db.execute(
+        "SELECT drift_detected FROM ml_executions WHERE execution_id = ?", (execution_id,)
+    ).fetchone()[0]
+    verdict = {(True, False): "false_positive", (True, True): "confirmed",
+               (False, True): "missed", (False, False): "true_negative"}[(bool(detected), real)]
+    db.execute("UPDATE ml_executions SET verdict = ? WHERE execution_id = ?", (verdict, execution_id))
+
+
+def _on_model_retrained(db: Database, event: EventRecord) -> None:
+    # A retraining that did not help says the drift alert was not worth acting on,
+    # unless people already gave a verdict on it.
+    execution_id = _execution_for(db, event)
+    if retraining_helped(event.payload) or execution_id is None:
+        return
+    db.execute(
+        "UPDATE ml_executions SET verdict = 'false_positive' WHERE execution_id = ? AND verdict = '' AND drift_detected = 1",
+        (execution_id,),
+    )
+
+
 HANDLERS: dict[str, Handler] = {
     ENHANCEMENT_COMPLETED: _on_enhancement_completed,
     FUNCTION_FEEDBACK: _on_function_feedback,
+    FUNCTION_EXECUTION: _on_function_execution,
+    FUNCTION_UPDATE: _on_function_update,
+    VERSION_ACTIVATED: _on_version_activated,
+    VERSION_DEPRECATED: _on_version_deprecated,
+    DRIFT_DETECTED: _on_drift_detected,
+    MONITORING_COMPLETED: _on_monitoring_completed,
+    ALERT_CREATE_EXTERNAL: _on_alert,
+    HUMAN_VALIDATION: _on_human_validation,
+    MODEL_RETRAINED: _on_model_retrained,
 }

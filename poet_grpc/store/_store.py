@@ -39,10 +39,20 @@ _EVENT_COLUMNS = (
 )
 _VERSION_SELECT = """
     SELECT v.*, m.success_rate, m.avg_duration, m.error_rate, m.feedback_count,
-           m.rating_count, m.rating_sum, f.current_version
+           m.rating_count, m.rating_sum, m.execution_count, m.failure_count,
+           m.timeout_count, m.transient_count, m.duration_sum_ms, f.current_version,
+           ml.drift_detections, ml.false_positives, ml.confirmed_drifts, ml.missed_drifts
     FROM versions v
     LEFT JOIN metrics m ON m.function_name = v.function_name AND m.version = v.version
     LEFT JOIN functions f ON f.name = v.function_name
+    LEFT JOIN (
+        SELECT function_name, version,
+               SUM(drift_detected) AS drift_detections,
+               SUM(verdict = 'false_positive') AS false_positives,
+               SUM(verdict = 'confirmed') AS confirmed_drifts,
+               SUM(verdict = 'missed') AS missed_drifts
+        FROM ml_executions GROUP BY function_name, version
+    ) ml ON ml.function_name = v.function_name AND ml.version = v.version
 """
 
 
@@ -329,6 +339,57 @@ class Store:
         found = self._versions(where, params)
         return found[0] if found else None
 
+    @_sqlite_errors
+    def caused_by(self, event_id: str, event_type: str) -> EventRecord | None:
+        """The first event of this type whose causation_id is event_id."""
+        row = self._db.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE causation_id = ? AND type = ? ORDER BY position LIMIT 1",
+            (event_id, event_type),
+        ).fetchone()
+        return _event_from_row(row) if row else None
+
+    @_sqlite_errors
+    def execution_target(self, execution_id: str, correlation_id: str = "") -> tuple[str, str] | None:
+        """(function, version) of an ml_monitoring execution, by id or by the
+        correlation id of its alert."""
+        row = self._db.execute(
+            "SELECT function_name, version FROM ml_executions WHERE execution_id = ? "
+            "OR (? != '' AND correlation_id = ?) ORDER BY execution_id = ? DESC LIMIT 1",
+            (execution_id, correlation_id, correlation_id, execution_id),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    @_sqlite_errors
+    def drift_verdicts(self, function_name: str, version: str) -> list[tuple[float, str]]:
+        """(drift_score, verdict) of each detection of the version that has a verdict."""
+        return [
+            (row[0], row[1])
+            for row in self._db.execute(
+                "SELECT drift_score, verdict FROM ml_executions WHERE function_name = ? AND version = ? "
+                "AND drift_detected = 1 AND verdict != ''",
+                (function_name, version),
+            ).fetchall()
+        ]
+
+    # -- consumers ---------------------------------------------------------
+
+    @_sqlite_errors
+    def consumer_position(self, name: str) -> int:
+        """Where the named log consumer has got to (0 if it never ran)."""
+        row = self._db.execute("SELECT position FROM consumers WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else 0
+
+    @_sqlite_errors
+    def set_consumer_position(self, name: str, position: int) -> None:
+        """Record the consumer's progress (joins an outer atomic(), so progress and
+        the events it derived commit together)."""
+        with self.atomic():
+            self._db.execute(
+                "INSERT INTO consumers (name, position) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                (name, position),
+            )
+
     # -- maintenance -------------------------------------------------------
 
     @_sqlite_errors
@@ -357,8 +418,36 @@ def _event_from_row(row: Sequence[Any]) -> EventRecord:
     )
 
 
-def _version_from_row(r: dict[str, Any]) -> FunctionVersion:
+def _metrics_from_row(r: dict[str, Any]) -> VersionMetrics:
+    """Measured rates when executions were reported, else the latest reported ones."""
     rating_count = r["rating_count"] or 0
+    executions = r["execution_count"] or 0
+    failures = r["failure_count"] or 0
+    if executions:
+        rates = {
+            "success_rate": (executions - failures) / executions,
+            "error_rate": failures / executions,
+            "avg_duration": (r["duration_sum_ms"] or 0.0) / executions,
+        }
+    else:
+        rates = {key: r[key] or 0.0 for key in ("success_rate", "error_rate", "avg_duration")}
+    return VersionMetrics(
+        **rates,
+        feedback_count=r["feedback_count"] or 0,
+        avg_rating=(r["rating_sum"] / rating_count) if rating_count else 0.0,
+        rating_count=rating_count,
+        execution_count=executions,
+        failure_count=failures,
+        timeout_count=r["timeout_count"] or 0,
+        transient_count=r["transient_count"] or 0,
+        drift_detections=r["drift_detections"] or 0,
+        false_positives=r["false_positives"] or 0,
+        confirmed_drifts=r["confirmed_drifts"] or 0,
+        missed_drifts=r["missed_drifts"] or 0,
+    )
+
+
+def _version_from_row(r: dict[str, Any]) -> FunctionVersion:
     return FunctionVersion(
         function_name=r["function_name"],
         version=r["version"],
@@ -384,13 +473,7 @@ def _version_from_row(r: dict[str, Any]) -> FunctionVersion:
         ),
         content_hash=r["content_hash"],
         parent_version=r["parent_version"],
-        metrics=VersionMetrics(
-            success_rate=r["success_rate"] or 0.0,
-            avg_duration=r["avg_duration"] or 0.0,
-            error_rate=r["error_rate"] or 0.0,
-            feedback_count=r["feedback_count"] or 0,
-            avg_rating=(r["rating_sum"] / rating_count) if rating_count else 0.0,
-            rating_count=rating_count,
-        ),
+        metrics=_metrics_from_row(r),
         current=r["current_version"] == r["version"],
+        update_reason=r.get("update_reason") or "",
     )

@@ -32,11 +32,11 @@ async def all_events(stub, **filters) -> list:
 
 
 async def test_publish_appends_with_consecutive_positions_and_defaults(stub):
-    results = await publish(stub, event("drift.detected", "detect"), event("monitoring.completed", "detect"))
+    results = await publish(stub, event("sensor.spike", "detect"), event("sensor.summary", "detect"))
     assert [r.position for r in results] == [1, 2]
     assert all(r.id and not r.duplicate for r in results)
     stored = await all_events(stub)
-    assert [e.type for e in stored] == ["drift.detected", "monitoring.completed"]
+    assert [e.type for e in stored] == ["sensor.spike", "sensor.summary"]
     assert stored[0].metadata.version == "1.0" and stored[0].metadata.environment == "dev"
     assert stored[0].timestamp.seconds > 0
 
@@ -71,13 +71,13 @@ async def test_invalid_batches_append_nothing(stub, events, field):
 async def test_list_events_filters_by_function_type_time_and_correlation(stub):
     await publish(
         stub,
-        event("drift.detected", "a", seconds=1_000, correlation_id="c1"),
-        event("drift.detected", "b", seconds=2_000),
-        event("alert.create_external", "a", seconds=3_000, correlation_id="c1"),
-        event("drift.detected", "a", seconds=4_000),
+        event("sensor.spike", "a", seconds=1_000, correlation_id="c1"),
+        event("sensor.spike", "b", seconds=2_000),
+        event("sensor.note", "a", seconds=3_000, correlation_id="c1"),
+        event("sensor.spike", "a", seconds=4_000),
     )
     assert [e.position for e in await all_events(stub, function_name="a")] == [1, 3, 4]
-    assert [e.position for e in await all_events(stub, event_type="drift.detected")] == [1, 2, 4]
+    assert [e.position for e in await all_events(stub, event_type="sensor.spike")] == [1, 2, 4]
     assert [e.position for e in await all_events(stub, correlation_id="c1")] == [1, 3]
     window = await all_events(
         stub, start_time=timestamp_pb2.Timestamp(seconds=2_000), end_time=timestamp_pb2.Timestamp(seconds=4_000)
@@ -155,8 +155,8 @@ async def test_stream_has_no_gaps_or_reordering_under_concurrent_publishers(stub
 
 @pytest.mark.checkpoint_seconds(0.5)
 async def test_stream_filters_and_checkpoints_advance_past_other_events(stub):
-    call = stub.StreamEvents(pb.StreamEventsRequest(function_name="a", event_type="drift.detected"))
-    await publish(stub, event("drift.detected", "b"), event("other.thing", "a"), event("drift.detected", "a"))
+    call = stub.StreamEvents(pb.StreamEventsRequest(function_name="a", event_type="sensor.spike"))
+    await publish(stub, event("sensor.spike", "b"), event("other.thing", "a"), event("sensor.spike", "a"))
     events, _ = await read_stream(call, 1)
     assert [(e.position, e.function_name) for e in events] == [(3, "a")]
     await publish(stub, event("noise.only", "z"))

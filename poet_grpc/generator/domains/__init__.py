@@ -1,9 +1,11 @@
 """The domains the generator knows, one module per domain.
 
-Each module defines `DOMAIN`, a DomainInfo. Today every domain gets the base
-reliability stages; a domain chooses their defaults and records its own
-parameters (marked as not applied yet in their descriptions) for domain stages
-to come. A new domain is a new module plus one line below.
+Each module defines `DOMAIN`, a DomainInfo: the base reliability stages with the
+domain's defaults, the domain's own parameters, and `code`, which builds the domain's
+own Perceive / Enforce / after-call code for one function from its signature
+(parameter names and annotations, by conventions the domain's parameters can
+override). Where nothing in the signature matches, a domain adds nothing. A new domain
+is a new module plus one line below.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from poet_grpc.generator.domains import (
     prompt_optimization,
     security,
 )
-from poet_grpc.generator.domains._types import RELIABILITY_NAMES, DomainInfo, DomainParam
+from poet_grpc.generator.domains._types import (
+    RELIABILITY_NAMES,
+    DomainCode,
+    DomainInfo,
+    DomainParam,
+    Parameter,
+    Target,
+)
 
 DEFAULT_DOMAIN = "base_reliability"
 
@@ -45,4 +54,13 @@ DOMAINS: Mapping[str, DomainInfo] = MappingProxyType(
     }
 )
 
-__all__ = ["DEFAULT_DOMAIN", "DOMAINS", "RELIABILITY_NAMES", "DomainInfo", "DomainParam"]
+__all__ = [
+    "DEFAULT_DOMAIN",
+    "DOMAINS",
+    "RELIABILITY_NAMES",
+    "DomainCode",
+    "DomainInfo",
+    "DomainParam",
+    "Parameter",
+    "Target",
+]

@@ -200,6 +200,40 @@ class GetVersionResponse(_message.Message):
     version: _resources_pb2.FunctionVersion
     def __init__(self, version: _Optional[_Union[_resources_pb2.FunctionVersion, _Mapping]] = ...) -> None: ...
 
+class ActivateVersionRequest(_message.Message):
+    __slots__ = ("function_name", "version", "reason")
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    function_name: str
+    version: str
+    reason: str
+    def __init__(self, function_name: _Optional[str] = ..., version: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ActivateVersionResponse(_message.Message):
+    __slots__ = ("version", "previous_version")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: _resources_pb2.FunctionVersion
+    previous_version: str
+    def __init__(self, version: _Optional[_Union[_resources_pb2.FunctionVersion, _Mapping]] = ..., previous_version: _Optional[str] = ...) -> None: ...
+
+class DeprecateVersionRequest(_message.Message):
+    __slots__ = ("function_name", "version", "reason")
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    function_name: str
+    version: str
+    reason: str
+    def __init__(self, function_name: _Optional[str] = ..., version: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DeprecateVersionResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: _resources_pb2.FunctionVersion
+    def __init__(self, version: _Optional[_Union[_resources_pb2.FunctionVersion, _Mapping]] = ...) -> None: ...
+
 class ListEventsRequest(_message.Message):
     __slots__ = ("function_name", "start_time", "end_time", "event_type", "page_size", "limit", "page_token", "correlation_id")
     FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]

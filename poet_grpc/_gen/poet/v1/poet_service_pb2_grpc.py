@@ -68,6 +68,16 @@ class PoetServiceStub:
                 request_serializer=poet_dot_v1_dot_poet__service__pb2.GetVersionRequest.SerializeToString,
                 response_deserializer=poet_dot_v1_dot_poet__service__pb2.GetVersionResponse.FromString,
                 _registered_method=True)
+        self.ActivateVersion = channel.unary_unary(
+                '/poet.v1.PoetService/ActivateVersion',
+                request_serializer=poet_dot_v1_dot_poet__service__pb2.ActivateVersionRequest.SerializeToString,
+                response_deserializer=poet_dot_v1_dot_poet__service__pb2.ActivateVersionResponse.FromString,
+                _registered_method=True)
+        self.DeprecateVersion = channel.unary_unary(
+                '/poet.v1.PoetService/DeprecateVersion',
+                request_serializer=poet_dot_v1_dot_poet__service__pb2.DeprecateVersionRequest.SerializeToString,
+                response_deserializer=poet_dot_v1_dot_poet__service__pb2.DeprecateVersionResponse.FromString,
+                _registered_method=True)
         self.ListEvents = channel.unary_unary(
                 '/poet.v1.PoetService/ListEvents',
                 request_serializer=poet_dot_v1_dot_poet__service__pb2.ListEventsRequest.SerializeToString,
@@ -138,6 +148,22 @@ class PoetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ActivateVersion(self, request, context):
+        """Makes a version the function's current one again (rollback) and marks it
+        active.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeprecateVersion(self, request, context):
+        """Marks a version deprecated. The current version cannot be deprecated:
+        activate another one first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListEvents(self, request, context):
         """Lists logged events, oldest first, filtered and paged.
         """
@@ -200,6 +226,16 @@ def add_PoetServiceServicer_to_server(servicer, server):
                     servicer.GetVersion,
                     request_deserializer=poet_dot_v1_dot_poet__service__pb2.GetVersionRequest.FromString,
                     response_serializer=poet_dot_v1_dot_poet__service__pb2.GetVersionResponse.SerializeToString,
+            ),
+            'ActivateVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActivateVersion,
+                    request_deserializer=poet_dot_v1_dot_poet__service__pb2.ActivateVersionRequest.FromString,
+                    response_serializer=poet_dot_v1_dot_poet__service__pb2.ActivateVersionResponse.SerializeToString,
+            ),
+            'DeprecateVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeprecateVersion,
+                    request_deserializer=poet_dot_v1_dot_poet__service__pb2.DeprecateVersionRequest.FromString,
+                    response_serializer=poet_dot_v1_dot_poet__service__pb2.DeprecateVersionResponse.SerializeToString,
             ),
             'ListEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEvents,
@@ -387,6 +423,60 @@ class PoetService:
             '/poet.v1.PoetService/GetVersion',
             poet_dot_v1_dot_poet__service__pb2.GetVersionRequest.SerializeToString,
             poet_dot_v1_dot_poet__service__pb2.GetVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/poet.v1.PoetService/ActivateVersion',
+            poet_dot_v1_dot_poet__service__pb2.ActivateVersionRequest.SerializeToString,
+            poet_dot_v1_dot_poet__service__pb2.ActivateVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeprecateVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/poet.v1.PoetService/DeprecateVersion',
+            poet_dot_v1_dot_poet__service__pb2.DeprecateVersionRequest.SerializeToString,
+            poet_dot_v1_dot_poet__service__pb2.DeprecateVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17poet/v1/resources.proto\x12\x07poet.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\x12\x45nhancementContext\x12\x15\n\x07imports\x18\x01 \x03(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0c\x64\x65pendencies\x18\x02 \x03(\tB\x04\xe2\x41\x01\x01\x12\x19\n\x0b\x65nvironment\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"8\n\x0c\x45nhancedCode\x12\x12\n\x04\x64\x61na\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06python\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"}\n\x13\x45nhancementMetadata\x12\x14\n\x06\x64omain\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\roptimizations\x18\x02 \x03(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0csafety_level\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x17\n\tgenerator\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\"f\n\x12PerformanceMetrics\x12\x1a\n\x0csuccess_rate\x18\x01 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x1a\n\x0c\x61vg_duration\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x18\n\nerror_rate\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01\"\xb6\x01\n\x0eVersionMetrics\x12\x1a\n\x0csuccess_rate\x18\x01 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x61vg_duration\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x18\n\nerror_rate\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x66\x65\x65\x64\x62\x61\x63k_count\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x18\n\navg_rating\x18\x05 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x1a\n\x0crating_count\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\xe0\x03\n\x0f\x46unctionVersion\x12\x1b\n\rfunction_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12,\n\x06status\x18\x04 \x01(\x0e\x32\x16.poet.v1.VersionStatusB\x04\xe2\x41\x01\x03\x12.\n\x07metrics\x18\x05 \x01(\x0b\x32\x17.poet.v1.VersionMetricsB\x04\xe2\x41\x01\x03\x12\x32\n\renhanced_code\x18\x06 \x01(\x0b\x32\x15.poet.v1.EnhancedCodeB\x04\xe2\x41\x01\x03\x12\x34\n\x08metadata\x18\x07 \x01(\x0b\x32\x1c.poet.v1.EnhancementMetadataB\x04\xe2\x41\x01\x03\x12-\n\x06params\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x1b\n\roriginal_code\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0coptimize_for\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0eparent_version\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63urrent\x18\x0c \x01(\x08\x42\x04\xe2\x41\x01\x03\"k\n\x06\x44omain\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x32\n\nparameters\x18\x03 \x03(\x0b\x32\x18.poet.v1.DomainParameterB\x04\xe2\x41\x01\x03\"u\n\x0f\x44omainParameter\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\rdefault_value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x03*K\n\rVersionStatus\x12\x1e\n\x1aVERSION_STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06\x61\x63tive\x10\x01\x12\x0e\n\ndeprecated\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17poet/v1/resources.proto\x12\x07poet.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\x12\x45nhancementContext\x12\x15\n\x07imports\x18\x01 \x03(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0c\x64\x65pendencies\x18\x02 \x03(\tB\x04\xe2\x41\x01\x01\x12\x19\n\x0b\x65nvironment\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"8\n\x0c\x45nhancedCode\x12\x12\n\x04\x64\x61na\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06python\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"}\n\x13\x45nhancementMetadata\x12\x14\n\x06\x64omain\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\roptimizations\x18\x02 \x03(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0csafety_level\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x17\n\tgenerator\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\"f\n\x12PerformanceMetrics\x12\x1a\n\x0csuccess_rate\x18\x01 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x1a\n\x0c\x61vg_duration\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x18\n\nerror_rate\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01\"\xd7\x02\n\x0eVersionMetrics\x12\x1a\n\x0csuccess_rate\x18\x01 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x61vg_duration\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x18\n\nerror_rate\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x66\x65\x65\x64\x62\x61\x63k_count\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x18\n\navg_rating\x18\x05 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x1a\n\x0crating_count\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x65xecution_count\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rfailure_count\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12!\n\x13\x66\x61lse_positive_rate\x18\t \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x1f\n\x11missed_drift_rate\x18\n \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x1f\n\x11\x64rift_validations\x18\x0b \x01(\x03\x42\x04\xe2\x41\x01\x03\">\n\rVersionChange\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"\xc5\x04\n\x0f\x46unctionVersion\x12\x1b\n\rfunction_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12,\n\x06status\x18\x04 \x01(\x0e\x32\x16.poet.v1.VersionStatusB\x04\xe2\x41\x01\x03\x12.\n\x07metrics\x18\x05 \x01(\x0b\x32\x17.poet.v1.VersionMetricsB\x04\xe2\x41\x01\x03\x12\x32\n\renhanced_code\x18\x06 \x01(\x0b\x32\x15.poet.v1.EnhancedCodeB\x04\xe2\x41\x01\x03\x12\x34\n\x08metadata\x18\x07 \x01(\x0b\x32\x1c.poet.v1.EnhancementMetadataB\x04\xe2\x41\x01\x03\x12-\n\x06params\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x1b\n\roriginal_code\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0coptimize_for\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0eparent_version\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63urrent\x18\x0c \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rupdate_reason\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12-\n\x07\x63hanges\x18\x0e \x03(\x0b\x32\x16.poet.v1.VersionChangeB\x04\xe2\x41\x01\x03\x12\x17\n\tcode_diff\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\"k\n\x06\x44omain\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x32\n\nparameters\x18\x03 \x03(\x0b\x32\x18.poet.v1.DomainParameterB\x04\xe2\x41\x01\x03\"u\n\x0f\x44omainParameter\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\rdefault_value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x03*K\n\rVersionStatus\x12\x1e\n\x1aVERSION_STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06\x61\x63tive\x10\x01\x12\x0e\n\ndeprecated\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -71,6 +71,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERSIONMETRICS'].fields_by_name['avg_rating']._serialized_options = b'\342A\001\003'
   _globals['_VERSIONMETRICS'].fields_by_name['rating_count']._loaded_options = None
   _globals['_VERSIONMETRICS'].fields_by_name['rating_count']._serialized_options = b'\342A\001\003'
+  _globals['_VERSIONMETRICS'].fields_by_name['execution_count']._loaded_options = None
+  _globals['_VERSIONMETRICS'].fields_by_name['execution_count']._serialized_options = b'\342A\001\003'
+  _globals['_VERSIONMETRICS'].fields_by_name['failure_count']._loaded_options = None
+  _globals['_VERSIONMETRICS'].fields_by_name['failure_count']._serialized_options = b'\342A\001\003'
+  _globals['_VERSIONMETRICS'].fields_by_name['false_positive_rate']._loaded_options = None
+  _globals['_VERSIONMETRICS'].fields_by_name['false_positive_rate']._serialized_options = b'\342A\001\003'
+  _globals['_VERSIONMETRICS'].fields_by_name['missed_drift_rate']._loaded_options = None
+  _globals['_VERSIONMETRICS'].fields_by_name['missed_drift_rate']._serialized_options = b'\342A\001\003'
+  _globals['_VERSIONMETRICS'].fields_by_name['drift_validations']._loaded_options = None
+  _globals['_VERSIONMETRICS'].fields_by_name['drift_validations']._serialized_options = b'\342A\001\003'
+  _globals['_VERSIONCHANGE'].fields_by_name['type']._loaded_options = None
+  _globals['_VERSIONCHANGE'].fields_by_name['type']._serialized_options = b'\342A\001\003'
+  _globals['_VERSIONCHANGE'].fields_by_name['description']._loaded_options = None
+  _globals['_VERSIONCHANGE'].fields_by_name['description']._serialized_options = b'\342A\001\003'
   _globals['_FUNCTIONVERSION'].fields_by_name['function_name']._loaded_options = None
   _globals['_FUNCTIONVERSION'].fields_by_name['function_name']._serialized_options = b'\342A\001\003'
   _globals['_FUNCTIONVERSION'].fields_by_name['version']._loaded_options = None
@@ -95,6 +109,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FUNCTIONVERSION'].fields_by_name['parent_version']._serialized_options = b'\342A\001\003'
   _globals['_FUNCTIONVERSION'].fields_by_name['current']._loaded_options = None
   _globals['_FUNCTIONVERSION'].fields_by_name['current']._serialized_options = b'\342A\001\003'
+  _globals['_FUNCTIONVERSION'].fields_by_name['update_reason']._loaded_options = None
+  _globals['_FUNCTIONVERSION'].fields_by_name['update_reason']._serialized_options = b'\342A\001\003'
+  _globals['_FUNCTIONVERSION'].fields_by_name['changes']._loaded_options = None
+  _globals['_FUNCTIONVERSION'].fields_by_name['changes']._serialized_options = b'\342A\001\003'
+  _globals['_FUNCTIONVERSION'].fields_by_name['code_diff']._loaded_options = None
+  _globals['_FUNCTIONVERSION'].fields_by_name['code_diff']._serialized_options = b'\342A\001\003'
   _globals['_DOMAIN'].fields_by_name['name']._loaded_options = None
   _globals['_DOMAIN'].fields_by_name['name']._serialized_options = b'\342A\001\003'
   _globals['_DOMAIN'].fields_by_name['description']._loaded_options = None
@@ -107,8 +127,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOMAINPARAMETER'].fields_by_name['description']._serialized_options = b'\342A\001\003'
   _globals['_DOMAINPARAMETER'].fields_by_name['default_value']._loaded_options = None
   _globals['_DOMAINPARAMETER'].fields_by_name['default_value']._serialized_options = b'\342A\001\003'
-  _globals['_VERSIONSTATUS']._serialized_start=1417
-  _globals['_VERSIONSTATUS']._serialized_end=1492
+  _globals['_VERSIONSTATUS']._serialized_start=1743
+  _globals['_VERSIONSTATUS']._serialized_end=1818
   _globals['_ENHANCEMENTCONTEXT']._serialized_start=132
   _globals['_ENHANCEMENTCONTEXT']._serialized_end=230
   _globals['_ENHANCEDCODE']._serialized_start=232
@@ -118,11 +138,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PERFORMANCEMETRICS']._serialized_start=417
   _globals['_PERFORMANCEMETRICS']._serialized_end=519
   _globals['_VERSIONMETRICS']._serialized_start=522
-  _globals['_VERSIONMETRICS']._serialized_end=704
-  _globals['_FUNCTIONVERSION']._serialized_start=707
-  _globals['_FUNCTIONVERSION']._serialized_end=1187
-  _globals['_DOMAIN']._serialized_start=1189
-  _globals['_DOMAIN']._serialized_end=1296
-  _globals['_DOMAINPARAMETER']._serialized_start=1298
-  _globals['_DOMAINPARAMETER']._serialized_end=1415
+  _globals['_VERSIONMETRICS']._serialized_end=865
+  _globals['_VERSIONCHANGE']._serialized_start=867
+  _globals['_VERSIONCHANGE']._serialized_end=929
+  _globals['_FUNCTIONVERSION']._serialized_start=932
+  _globals['_FUNCTIONVERSION']._serialized_end=1513
+  _globals['_DOMAIN']._serialized_start=1515
+  _globals['_DOMAIN']._serialized_end=1622
+  _globals['_DOMAINPARAMETER']._serialized_start=1624
+  _globals['_DOMAINPARAMETER']._serialized_end=1741
 # @@protoc_insertion_point(module_scope)

@@ -63,23 +63,41 @@ class PerformanceMetrics(_message.Message):
     def __init__(self, success_rate: _Optional[float] = ..., avg_duration: _Optional[float] = ..., error_rate: _Optional[float] = ...) -> None: ...
 
 class VersionMetrics(_message.Message):
-    __slots__ = ("success_rate", "avg_duration", "error_rate", "feedback_count", "avg_rating", "rating_count")
+    __slots__ = ("success_rate", "avg_duration", "error_rate", "feedback_count", "avg_rating", "rating_count", "execution_count", "failure_count", "false_positive_rate", "missed_drift_rate", "drift_validations")
     SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
     AVG_DURATION_FIELD_NUMBER: _ClassVar[int]
     ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_COUNT_FIELD_NUMBER: _ClassVar[int]
     AVG_RATING_FIELD_NUMBER: _ClassVar[int]
     RATING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FALSE_POSITIVE_RATE_FIELD_NUMBER: _ClassVar[int]
+    MISSED_DRIFT_RATE_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_VALIDATIONS_FIELD_NUMBER: _ClassVar[int]
     success_rate: float
     avg_duration: float
     error_rate: float
     feedback_count: int
     avg_rating: float
     rating_count: int
-    def __init__(self, success_rate: _Optional[float] = ..., avg_duration: _Optional[float] = ..., error_rate: _Optional[float] = ..., feedback_count: _Optional[int] = ..., avg_rating: _Optional[float] = ..., rating_count: _Optional[int] = ...) -> None: ...
+    execution_count: int
+    failure_count: int
+    false_positive_rate: float
+    missed_drift_rate: float
+    drift_validations: int
+    def __init__(self, success_rate: _Optional[float] = ..., avg_duration: _Optional[float] = ..., error_rate: _Optional[float] = ..., feedback_count: _Optional[int] = ..., avg_rating: _Optional[float] = ..., rating_count: _Optional[int] = ..., execution_count: _Optional[int] = ..., failure_count: _Optional[int] = ..., false_positive_rate: _Optional[float] = ..., missed_drift_rate: _Optional[float] = ..., drift_validations: _Optional[int] = ...) -> None: ...
+
+class VersionChange(_message.Message):
+    __slots__ = ("type", "description")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    description: str
+    def __init__(self, type: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class FunctionVersion(_message.Message):
-    __slots__ = ("function_name", "version", "created_at", "status", "metrics", "enhanced_code", "metadata", "params", "original_code", "optimize_for", "parent_version", "current")
+    __slots__ = ("function_name", "version", "created_at", "status", "metrics", "enhanced_code", "metadata", "params", "original_code", "optimize_for", "parent_version", "current", "update_reason", "changes", "code_diff")
     FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +110,9 @@ class FunctionVersion(_message.Message):
     OPTIMIZE_FOR_FIELD_NUMBER: _ClassVar[int]
     PARENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     CURRENT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_REASON_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    CODE_DIFF_FIELD_NUMBER: _ClassVar[int]
     function_name: str
     version: str
     created_at: _timestamp_pb2.Timestamp
@@ -104,7 +125,10 @@ class FunctionVersion(_message.Message):
     optimize_for: str
     parent_version: str
     current: bool
-    def __init__(self, function_name: _Optional[str] = ..., version: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[VersionStatus, str]] = ..., metrics: _Optional[_Union[VersionMetrics, _Mapping]] = ..., enhanced_code: _Optional[_Union[EnhancedCode, _Mapping]] = ..., metadata: _Optional[_Union[EnhancementMetadata, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., original_code: _Optional[str] = ..., optimize_for: _Optional[str] = ..., parent_version: _Optional[str] = ..., current: _Optional[bool] = ...) -> None: ...
+    update_reason: str
+    changes: _containers.RepeatedCompositeFieldContainer[VersionChange]
+    code_diff: str
+    def __init__(self, function_name: _Optional[str] = ..., version: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[VersionStatus, str]] = ..., metrics: _Optional[_Union[VersionMetrics, _Mapping]] = ..., enhanced_code: _Optional[_Union[EnhancedCode, _Mapping]] = ..., metadata: _Optional[_Union[EnhancementMetadata, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., original_code: _Optional[str] = ..., optimize_for: _Optional[str] = ..., parent_version: _Optional[str] = ..., current: _Optional[bool] = ..., update_reason: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[VersionChange, _Mapping]]] = ..., code_diff: _Optional[str] = ...) -> None: ...
 
 class Domain(_message.Message):
     __slots__ = ("name", "description", "parameters")

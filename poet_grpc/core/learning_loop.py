@@ -1,0 +1,240 @@
+"""The learning loop: evidence in the log drives new versions.
+
+Two entry points share one review:
+- SubmitFeedback reviews the version right after recording the feedback, so it
+  can answer requires_update with the new version.
+- A background consumer tails the log from a durable position and reacts to what
+  others publish: drift.detected -> alert.create_external; an unhelpful
+  feedback.model_retrained -> learning.false_positive_detected; executions and
+  drift verdicts -> review of the version they concern.
+
+Derived events have ids computed from their trigger, so replaying the log after a
+crash appends nothing twice. A review holds a per-function lock and regenerates
+only while the reviewed version is still current: one trigger, one new version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import replace
+
+from poet_grpc.core import learning
+from poet_grpc.core.db import Database
+from poet_grpc.core.enhancement import EnhancementService, Regeneration
+from poet_grpc.core.event_router import Checkpoint, EventRouter
+from poet_grpc.core.models import EventFilter, EventRecord, FunctionVersion
+from poet_grpc.core.versions import describe_changes
+from poet_grpc.store import Store
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "learning"
+SOURCE = "poet.learning_engine"
+_DERIVED = uuid.UUID("6f1d3b52-9a51-4c58-9d7e-2f3b5d0c7a10")
+_SAVE_EVERY = 200
+
+
+def derived_id(trigger: EventRecord, event_type: str) -> str:
+    """The id of the event of this type derived from trigger: the same on every replay."""
+    return str(uuid.uuid5(_DERIVED, f"{trigger.id}/{event_type}"))
+
+
+class LearningLoop:
+    def __init__(self, db: Database, router: EventRouter, enhancements: EnhancementService, policy: learning.LearningPolicy):
+        self._db = db
+        self._router = router
+        self._enhancements = enhancements
+        self._policy = policy
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._task: asyncio.Task | None = None
+
+    # -- review ------------------------------------------------------------
+
+    async def review(self, function_name: str, version: str, trigger: EventRecord) -> FunctionVersion | None:
+        """Judge the version by its evidence; when the policy fires, generate, store
+        and announce its successor and return it."""
+        async with self._locks[function_name]:
+
+            def read(store: Store):
+                current = store.get_version(function_name, version)
+                if current is None or not current.current:
+                    return None  # only the current version is judged
+                parent = store.get_version(function_name, current.parent_version) if current.parent_version else None
+                return current, parent, store.drift_verdicts(function_name, version)
+
+            found = await self._db.call(read)
+            if found is None:
+                return None
+            current, parent, verdicts = found
+            finding = learning.evaluate(current, parent, self._policy)
+            if finding is None:
+                return None
+            suggestions = [str(s) for s in trigger.payload.get("suggestions") or []]
+            job = Regeneration(
+                parent=current,
+                spec=learning.learned_spec(current, finding),
+                reason=finding.reason,
+                evidence=learning.evidence(current, finding, suggestions),
+                trigger=trigger,
+                follow_up=lambda new: self._announcements(current, new, finding, trigger, verdicts),
+            )
+            new = await self._enhancements.regenerate(job)
+            if new is not None:
+                log.info("%s %s -> %s: %s", function_name, current.version, new.version, finding.reason)
+            return new
+
+    def _announcements(
+        self, old: FunctionVersion, new: FunctionVersion, finding: learning.Finding, trigger: EventRecord, verdicts
+    ) -> list[EventRecord]:
+        """learning.pattern_detected, function.update and enhancement.regenerated (seed 002)."""
+        changes = describe_changes(old, new)
+        threshold_changed = finding.pattern_type in ("threshold_too_sensitive", "missing_edge_case")
+        new_threshold = new.code.params.get("drift_threshold") if threshold_changed else None
+        common = dict(source=SOURCE, function_name=old.function_name, correlation_id=trigger.correlation_id, causation_id=trigger.id)
+        return [
+            self._router.new_event(
+                "learning.pattern_detected",
+                {
+                    "pattern_type": finding.pattern_type,
+                    "affected_functions": [old.function_name],
+                    "confidence": round(min(1.0, finding.sample_size / (finding.sample_size + 5)), 4),
+                    "evidence": {
+                        "sample_size": finding.sample_size,
+                        "correlation_strength": round(finding.rate, 4),
+                        "business_impact": learning.business_impact(finding.rate),
+                    },
+                    "recommended_action": "; ".join(c.description for c in changes if c.type == "params") or "regenerate",
+                    "function_name": old.function_name,
+                    "version": old.version,
+                },
+                **common,
+            ),
+            self._router.new_event(
+                "function.update",
+                {
+                    "function_name": old.function_name,
+                    "old_version": old.version,
+                    "new_version": new.version,
+                    "reason": finding.reason,
+                    "changes": [{"type": c.type, "description": c.description} for c in changes],
+                },
+                **common,
+            ),
+            self._router.new_event(
+                "enhancement.regenerated",
+                {
+                    "function_name": old.function_name,
+                    "old_version": old.version,
+                    "new_version": new.version,
+                    "regeneration_reason": finding.reason,
+                    "improvements": [c.description for c in changes],
+                    "expected_impact": learning.expected_impact(finding, verdicts, new_threshold),
+                },
+                **(common | {"source": "poet.generator"}),
+            ),
+        ]
+
+    # -- the background consumer ------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._consume(), name="poet-learning-loop")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _consume(self) -> None:
+        saved = position = await self._db.call(lambda store: store.consumer_position(CONSUMER))
+        async for item in self._router.subscribe(EventFilter(), after_position=position, checkpoint_seconds=5.0):
+            if isinstance(item, Checkpoint):
+                position = item.position
+            else:
+                try:
+                    await self._react(item)
+                except Exception:  # noqa: BLE001 - one bad event must not stop learning
+                    log.exception("learning loop failed on event %s (%s)", item.id, item.type)
+                position = item.position
+            if position - saved >= _SAVE_EVERY or (isinstance(item, Checkpoint) and position > saved):
+                await self._db.call(lambda store, at=position: store.set_consumer_position(CONSUMER, at))
+                saved = position
+
+    async def _react(self, event: EventRecord) -> None:
+        if event.type == "drift.detected":
+            await self._router.append([self._alert(event)])
+        elif event.type == "feedback.model_retrained":
+            unhelpful = self._false_positive(event)
+            if unhelpful is not None:
+                await self._router.append([unhelpful])
+            await self._review_execution(event)
+        elif event.type == "feedback.human_validation":
+            await self._review_execution(event)
+        elif event.type == "function.execution":
+            version = event.payload.get("version") or ""
+            if event.function_name and version:
+                await self.review(event.function_name, version, event)
+
+    async def _review_execution(self, event: EventRecord) -> None:
+        target = await self._db.call(
+            lambda store: store.execution_target(str(event.payload.get("execution_id") or ""), event.correlation_id)
+        )
+        if target is not None:
+            await self.review(target[0], target[1], event)
+
+    def _alert(self, drift: EventRecord) -> EventRecord:
+        """seed 002 handle_drift_detected: alert.create_external with severity and a correlation id."""
+        p = drift.payload
+        model = str(p.get("model_name") or drift.function_name or "model")
+        # seed 002 form drift-<model>-<time>, plus the detection's id so that two
+        # detections in one second do not share a conversation.
+        correlation = drift.correlation_id or f"drift-{model}-{int(drift.timestamp)}-{drift.id[:8]}"
+        alert = self._router.new_event(
+            "alert.create_external",
+            {
+                "alert_type": "model_drift",
+                "severity": learning.alert_severity(float(p.get("drift_score") or 0), float(p.get("statistical_significance", 1.0))),
+                "model_name": model,
+                "feature_name": p.get("feature_name", ""),
+                "drift_score": p.get("drift_score", 0),
+                "execution_id": p.get("execution_id", ""),
+                "function_name": drift.function_name,
+                "feedback_url": f"/poet/feedback/{drift.id}",
+                "investigation_priority": "medium",
+            },
+            source=SOURCE,
+            function_name=drift.function_name,
+            correlation_id=correlation,
+            causation_id=drift.id,
+        )
+        return _with_id(alert, derived_id(drift, "alert.create_external"))
+
+    def _false_positive(self, retrained: EventRecord) -> EventRecord | None:
+        """seed 002 handle_retraining_feedback: an unhelpful retraining flags a false positive."""
+        p = retrained.payload
+        if learning.retraining_helped(p):
+            return None
+        event = self._router.new_event(
+            "learning.false_positive_detected",
+            {
+                "execution_id": p.get("execution_id", ""),
+                "model_name": p.get("model_name", ""),
+                "wasted_cost": p.get("retraining_cost_usd", 0),
+                "adjustment_needed": "increase_threshold",
+            },
+            source=SOURCE,
+            function_name=retrained.function_name,
+            correlation_id=retrained.correlation_id,
+            causation_id=retrained.id,
+        )
+        return _with_id(event, derived_id(retrained, "learning.false_positive_detected"))
+
+
+def _with_id(event: EventRecord, event_id: str) -> EventRecord:
+    return replace(event, id=event_id)

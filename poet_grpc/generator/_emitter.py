@@ -1,0 +1,312 @@
+"""Source text of the event emitter every generated module contains (standard library only).
+
+The Train stage reports each call of the enhanced function as a seed 002
+`function.execution` event; domain stages send their own events the same way.
+Inside a generated module:
+
+    _poet_emit(event_type, payload, *, correlation_id="", causation_id="") -> None
+
+never raises and never blocks: it appends the event to a bounded in-process queue
+(`events_queue_size`, default 10000; when full the oldest event is dropped and
+counted in `events_dropped`). A daemon thread, started on the first event, sends
+batches (`events_batch_size` events, default 100, or whatever arrived within
+`events_flush_seconds`, default 1.0) as `{"events": [...]}` JSON to
+`{url}/api/v1/events:publish` (the REST gateway's PublishEvents), with a 2 s
+timeout and up to 3 attempts with backoff on connection errors and 5xx answers;
+a batch that still fails is dropped and counted in `events_failed` (sent ones in
+`events_sent`). At interpreter exit the queue is flushed for at most 2 s.
+
+The destination is `_POET_PARAMS["events_url"]` when non-empty, else the
+environment variable POET_EVENTS_URL, read at call time. With neither set,
+nothing is queued, measured or sent: the per-call cost is two dictionary lookups.
+
+SOURCE is fixed text (no substitutions): the gate recognises this exact block
+(CANONICAL) and exempts it, and only it, from the network-capability scan.
+It relies on the module's _POET_FUNCTION, _POET_PARAMS, _POET_METRICS,
+_poet_metrics_lock, _poet_threading and _poet_time, and reads _POET_VERSION at
+call time (the version the service stored the code as; "" when unknown).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "events_url": "",
+    "events_queue_size": 10000,
+    "events_batch_size": 100,
+    "events_flush_seconds": 1.0,
+}
+"""Emitter parameters and their defaults (as hard-coded in SOURCE)."""
+
+ENDPOINT = "/api/v1/events:publish"
+SOURCE_NAME = "poet.enhanced_function"
+METRICS = ("events_sent", "events_dropped", "events_failed")
+"""Keys the emitter adds to the module's _POET_METRICS."""
+
+SOURCE = '''
+import atexit as _poet_atexit
+import builtins as _poet_builtins
+import collections as _poet_collections
+import os as _poet_os
+import sys as _poet_sys
+
+try:
+    import resource as _poet_resource
+except ImportError:  # not on this platform: memory_mb is reported as 0.0
+    _poet_resource = None
+_POET_RSS_PER_MB = 1048576.0 if _poet_sys.platform == "darwin" else 1024.0
+"""ru_maxrss is in bytes on macOS, in kilobytes elsewhere."""
+
+_POET_METRICS.setdefault("events_sent", 0)
+_POET_METRICS.setdefault("events_dropped", 0)
+_POET_METRICS.setdefault("events_failed", 0)
+
+
+def _poet_ev_param(key, default, low, high):
+    """An emitter parameter from _POET_PARAMS, or its default when missing or out of range."""
+    value = _POET_PARAMS.get(key, default)
+    b = _poet_builtins
+    if b.isinstance(value, b.bool) or not b.isinstance(value, (b.int, b.float)) or not low <= value <= high:
+        return default
+    return value
+
+
+_poet_ev_queue = _poet_collections.deque(
+    maxlen=_poet_builtins.int(_poet_ev_param("events_queue_size", 10000, 1, 10000000))
+)
+"""Events waiting to be sent, oldest first; when full, appending drops the oldest."""
+_poet_ev_cond = _poet_threading.Condition(_poet_threading.Lock())
+_poet_ev_state = {"thread": None, "busy": False, "flush": False}
+
+
+def _poet_events_url():
+    """Where events go: params events_url, else $POET_EVENTS_URL; "" when neither is set."""
+    url = _POET_PARAMS.get("events_url")
+    if not url:
+        url = _poet_os.environ.get("POET_EVENTS_URL")
+    return url if url and _poet_builtins.isinstance(url, _poet_builtins.str) else ""
+
+
+def _poet_ev_count(key, n=1):
+    try:
+        with _poet_metrics_lock:
+            _POET_METRICS[key] = _POET_METRICS.get(key, 0) + n
+    except Exception:  # metrics never break the function
+        pass
+
+
+def _poet_uuid4():
+    """A random (version 4) UUID as text, without importing uuid at module load."""
+    raw = _poet_builtins.bytearray(_poet_os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+
+
+def _poet_ev_timestamp(seconds):
+    """RFC 3339 UTC, microseconds: 2025-06-13T09:30:00.123456Z."""
+    whole = _poet_builtins.int(seconds)
+    micros = _poet_builtins.int((seconds - whole) * 1000000)
+    return _poet_time.strftime("%Y-%m-%dT%H:%M:%S", _poet_time.gmtime(whole)) + ".%06dZ" % micros
+
+
+def _poet_emit(event_type, payload, *, correlation_id="", causation_id=""):
+    """Queue one event for the events endpoint; never raises, never blocks on I/O.
+
+    A no-op when no destination is configured (see _poet_events_url).
+    """
+    try:
+        if not _poet_events_url():
+            return
+        event = {
+            "id": _poet_uuid4(),
+            "type": _poet_builtins.str(event_type),
+            "source": "poet.enhanced_function",
+            "timestamp": _poet_ev_timestamp(_poet_time.time()),
+            "correlation_id": _poet_builtins.str(correlation_id or ""),
+            "causation_id": _poet_builtins.str(causation_id or ""),
+            "function_name": _POET_FUNCTION,
+            "metadata": {
+                "version": "1.0",
+                "service": "poet.enhanced_function",
+                "environment": _poet_os.environ.get("POET_ENVIRONMENT") or "production",
+            },
+            "payload": _poet_builtins.dict(payload) if payload else {},
+        }
+        with _poet_ev_cond:
+            queue = _poet_ev_queue
+            dropped = _poet_builtins.len(queue) >= queue.maxlen
+            queue.append(event)
+            if _poet_ev_state["thread"] is None:
+                _poet_ev_start()
+            size = _poet_builtins.len(queue)
+            if size == 1 or size >= _poet_ev_param("events_batch_size", 100, 1, 10000):
+                _poet_ev_cond.notify_all()
+        if dropped:
+            _poet_ev_count("events_dropped")
+    except Exception:  # events never break the function
+        pass
+
+
+def _poet_ev_start():
+    """Start the sender thread (caller holds _poet_ev_cond)."""
+    thread = _poet_threading.Thread(target=_poet_ev_run, name="poet-events-" + _POET_FUNCTION, daemon=True)
+    thread.start()
+    _poet_ev_state["thread"] = thread
+    _poet_atexit.register(_poet_ev_at_exit)
+
+
+def _poet_ev_run():
+    """The sender thread: waits for a full batch or events_flush_seconds, then sends."""
+    cond, state, queue = _poet_ev_cond, _poet_ev_state, _poet_ev_queue
+    while True:
+        try:
+            with cond:
+                while not queue and not state["flush"]:
+                    cond.wait()
+                batch = _poet_builtins.int(_poet_ev_param("events_batch_size", 100, 1, 10000))
+                wait = _poet_ev_param("events_flush_seconds", 1.0, 0.0, 3600.0)
+                deadline = _poet_time.monotonic() + wait
+                while _poet_builtins.len(queue) < batch and not state["flush"]:
+                    remaining = deadline - _poet_time.monotonic()
+                    if remaining <= 0:
+                        break
+                    cond.wait(remaining)
+                count = _poet_builtins.min(batch, _poet_builtins.len(queue))
+                events = [queue.popleft() for _ in _poet_builtins.range(count)]
+                state["busy"] = _poet_builtins.bool(events)
+            if events:
+                _poet_ev_send(events)
+        except Exception:  # keep the sender alive whatever happens
+            pass
+        with cond:
+            state["busy"] = False
+            if not queue:
+                state["flush"] = False
+            cond.notify_all()
+
+
+def _poet_ev_send(events):
+    """POST one batch; up to 3 attempts on connection errors and 5xx answers."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    parts = []
+    for event in events:
+        try:
+            parts.append(json.dumps(event, default=_poet_builtins.str, allow_nan=False, separators=(",", ":")))
+        except Exception:  # not JSON (NaN, a cycle...): this event cannot be sent
+            _poet_ev_count("events_failed")
+    if not parts:
+        return
+    url = _poet_events_url()
+    if not url.startswith(("http://", "https://")):
+        _poet_ev_count("events_failed", _poet_builtins.len(parts))
+        return
+    body = ('{"events":[' + ",".join(parts) + "]}").encode("utf-8")
+    endpoint = url.rstrip("/") + "/api/v1/events:publish"
+    for attempt in _poet_builtins.range(3):
+        if attempt:
+            _poet_time.sleep(0.1 * 4 ** (attempt - 1))
+        try:
+            request = urllib.request.Request(
+                endpoint, data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=2.0) as response:  # nosec B310: http(s) only
+                response.read()
+            _poet_ev_count("events_sent", _poet_builtins.len(parts))
+            return
+        except urllib.error.HTTPError as error:
+            if error.code < 500:
+                break  # the gateway refuses this batch: retrying would not help
+        except Exception:  # connection refused, timeout, reset...: retry
+            pass
+    _poet_ev_count("events_failed", _poet_builtins.len(parts))
+
+
+def _poet_flush_events(timeout=5.0):
+    """Wait until every queued event was sent or dropped, at most `timeout` seconds.
+
+    True when the queue is empty and nothing is in flight.
+    """
+    deadline = _poet_time.monotonic() + timeout
+    with _poet_ev_cond:
+        if _poet_ev_state["thread"] is None:
+            return not _poet_ev_queue
+        _poet_ev_state["flush"] = True
+        _poet_ev_cond.notify_all()
+        while _poet_ev_queue or _poet_ev_state["busy"]:
+            remaining = deadline - _poet_time.monotonic()
+            if remaining <= 0:
+                return False
+            _poet_ev_cond.wait(remaining)
+        return True
+
+
+def _poet_ev_at_exit():
+    try:
+        _poet_flush_events(2.0)
+    except Exception:
+        pass
+
+
+def _poet_ev_after_fork():
+    """In a forked child the sender thread is gone: start afresh, without the parent's events."""
+    global _poet_ev_cond
+    _poet_ev_cond = _poet_threading.Condition(_poet_threading.Lock())
+    _poet_ev_state.update(thread=None, busy=False, flush=False)
+    _poet_ev_queue.clear()
+
+
+try:
+    _poet_os.register_at_fork(after_in_child=_poet_ev_after_fork)
+except AttributeError:  # no fork on this platform
+    pass
+
+
+def _poet_execution_start():
+    """CPU time at the start of a call when events are configured, else None (nothing measured)."""
+    if _POET_PARAMS.get("events_url") or _poet_os.environ.get("POET_EVENTS_URL"):
+        return _poet_time.process_time()
+    return None
+
+
+def _poet_execution_event(error, started, cpu_started):
+    """Train: one seed 002 function.execution event for the call that began at `started`."""
+    try:
+        end = _poet_time.time()
+        duration = _poet_time.perf_counter() - started
+        cpu = _poet_time.process_time() - cpu_started
+        memory = 0.0
+        if _poet_resource is not None:
+            rss = _poet_resource.getrusage(_poet_resource.RUSAGE_SELF).ru_maxrss
+            memory = rss / _POET_RSS_PER_MB
+        payload = {
+            "function_name": _POET_FUNCTION,
+            "version": _POET_VERSION,
+            "execution_id": _poet_uuid4(),
+            "start_time": end - duration,
+            "end_time": end,
+            "status": "success" if error is None else "failure",
+            "metrics": {
+                "duration_ms": duration * 1000.0,
+                "memory_mb": _poet_builtins.round(memory, 3),
+                "cpu_percent": _poet_builtins.round(100.0 * cpu / duration, 2) if duration > 0 else 0.0,
+            },
+        }
+        if error is not None:
+            try:
+                message = _poet_builtins.str(error)
+            except Exception:
+                message = ""
+            payload["error"] = {"type": error.__class__.__name__, "message": message[:500]}
+        _poet_emit("function.execution", payload)
+    except Exception:  # events never break the function
+        pass
+'''
+
+CANONICAL = SOURCE.strip("\n")
+"""The block exactly as it appears in a generated module."""
