@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from corpus.humaneval import enhance, module_source, problems, run_tests  # noqa: E402
+from corpus.humaneval import enhance, module_source, problems, run_tests, run_tests_enhanced  # noqa: E402
 from poet_grpc.generator import DOMAINS  # noqa: E402
+
+try:  # the base stages' feature names; anything else in GeneratedCode.optimizations is the domain's own
+    from poet_grpc.generator._render import OPTIMIZATION_ORDER as BASE_FEATURES  # noqa: E402
+except ImportError:
+    BASE_FEATURES = ()
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -44,12 +50,15 @@ class Row:
     functions: int = 0
     gate_passed: int = 0
     tests_passed: int = 0
+    with_domain_code: int = 0
+    features: Counter = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
 
     def add(self, other: Row) -> None:
         self.functions += other.functions
         self.gate_passed += other.gate_passed
         self.tests_passed += other.tests_passed
+        self.with_domain_code += other.with_domain_code
         self.latencies += other.latencies
 
 
@@ -99,8 +108,11 @@ def main() -> int:
             if seconds is not None:
                 row.latencies.append(seconds)
                 row.gate_passed += 1
+                own = [f for f in code.optimizations if f not in BASE_FEATURES]
+                row.with_domain_code += bool(own)
+                row.features.update(own)
                 try:
-                    run_tests(code.python, problem)
+                    run_tests_enhanced(code.python, problem)
                     row.tests_passed += 1
                 except BaseException as error:  # noqa: BLE001 - reported
                     failures.append((domain, label, "tests", describe(error)))
@@ -124,7 +136,10 @@ def main() -> int:
     print("latency: generate() wall clock incl. the subprocess gate; nearest-rank p50 / p95 of successful calls")
     if broken:
         print(f"WARNING: {len(broken)} original(s) fail their own tests: {broken}")
-    header = f"{'domain':<22} {'functions':>9} {'gate pass':>10} {'tests pass':>11} {'p50 ms':>8} {'p95 ms':>8}"
+    header = (
+        f"{'domain':<22} {'functions':>9} {'gate pass':>10} {'tests pass':>11} {'p50 ms':>8} {'p95 ms':>8}"
+        f" {'domain code':>12}"
+    )
     print(header)
     print("-" * len(header))
     total = Row()
@@ -140,8 +155,12 @@ def main() -> int:
             print("-" * len(header))
         print(
             f"{domain:<22} {row.functions:>9} {100 * row.gate_passed / n:>9.1f}% "
-            f"{100 * row.tests_passed / n:>10.1f}% {p50:>8} {p95:>8}"
+            f"{100 * row.tests_passed / n:>10.1f}% {p50:>8} {p95:>8} {row.with_domain_code:>12}"
         )
+    print("domain code: functions whose enhanced version contains domain-specific code; by feature:")
+    for domain, row in rows.items():
+        counts = ", ".join(f"{f} {c}" for f, c in sorted(row.features.items())) or "none"
+        print(f"  {domain:<20} {counts}")
     if failures:
         print(f"\n{len(failures)} failure(s):")
         for domain, label, stage, text in failures:

@@ -4,6 +4,7 @@
     poet-grpc gateway --grpc HOST:PORT   only the REST gateway, in front of a running server
     poet-grpc enhance FILE --function NAME [--domain D]
     poet-grpc versions NAME | version NAME VERSION
+    poet-grpc activate NAME VERSION | deprecate NAME VERSION
     poet-grpc feedback NAME --version v1 --type user --rating 4
     poet-grpc events [--function NAME] [--type T] [--follow]
     poet-grpc publish FILE.json | domains | health
@@ -67,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     version = client("version", "show one version with its code")
     version.add_argument("function", help="function name")
     version.add_argument("version", help='version label, e.g. v2, or "current"')
+
+    activate = client("activate", "make a version current again (rollback)")
+    activate.add_argument("function", help="function name")
+    activate.add_argument("version", help="version label, e.g. v1")
+    activate.add_argument("--reason", default="", help="why, for the event log")
+
+    deprecate = client("deprecate", "mark a version deprecated (not the current one)")
+    deprecate.add_argument("function", help="function name")
+    deprecate.add_argument("version", help="version label, e.g. v1")
+    deprecate.add_argument("--reason", default="", help="why, for the event log")
 
     feedback = client("feedback", "send feedback on a version")
     feedback.add_argument("function", help="function name")

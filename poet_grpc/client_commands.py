@@ -121,6 +121,18 @@ def _version(stub, args) -> int:
     return EXIT_OK
 
 
+def _activate(stub, args) -> int:
+    request = pb.ActivateVersionRequest(function_name=args.function, version=args.version, reason=args.reason)
+    _print(stub.ActivateVersion(request, timeout=args.timeout))
+    return EXIT_OK
+
+
+def _deprecate(stub, args) -> int:
+    request = pb.DeprecateVersionRequest(function_name=args.function, version=args.version, reason=args.reason)
+    _print(stub.DeprecateVersion(request, timeout=args.timeout))
+    return EXIT_OK
+
+
 def _feedback(stub, args) -> int:
     request = pb.SubmitFeedbackRequest(
         function_name=args.function,
@@ -194,6 +206,8 @@ COMMANDS = {
     "enhance": _enhance,
     "versions": _versions,
     "version": _version,
+    "activate": _activate,
+    "deprecate": _deprecate,
     "feedback": _feedback,
     "events": _events,
     "publish": _publish,

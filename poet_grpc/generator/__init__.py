@@ -3,7 +3,8 @@
 The enhanced version keeps the original's behaviour for valid inputs and adds the
 four POET stages: Perceive (argument checks from annotations), Operate (retries with
 backoff and jitter on transient errors, a deadline), Enforce (result checks) and
-Train (in-process execution metrics). The template generator always runs; with a
+Train (in-process execution metrics, and a function.execution event per call when an
+events endpoint is configured: see _emitter). The template generator always runs; with a
 GeminiGenerator (a Gemini API key) an LLM may write the version instead, kept only
 when it passes the same gate (see _llm). Generated code is checked by a gate that imports it in an isolated subprocess, never in this one.
 """

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from poet_grpc.generator._errors import AnalysisError
+from poet_grpc.generator._parsing import parse as parse_ast
 
 RESERVED_PREFIX = "_poet_"
 """Names the generated POET section defines start with this (any case); the
@@ -111,7 +112,7 @@ def first_function_name(source: str) -> str:
 def parse(source: str) -> ast.Module:
     """The module's AST; AnalysisError(field="original_code") when it does not parse."""
     try:
-        return ast.parse(source, filename="<original_code>", type_comments=False)
+        return parse_ast(source, filename="<original_code>", type_comments=False)
     except SyntaxError as exc:
         where = f"line {exc.lineno}, column {exc.offset}" if exc.lineno else "unknown position"
         text = f": {exc.text.strip()!r}" if exc.text and exc.text.strip() else ""

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import math
+import re
 import symtable
 import textwrap
 from collections.abc import Mapping
@@ -21,6 +23,7 @@ from typing import Any
 from poet_grpc.generator._analysis import Analysis
 from poet_grpc.generator._errors import AnalysisError
 from poet_grpc.generator.domains import DOMAINS, DomainCode, DomainInfo, Parameter, Target
+from poet_grpc.generator._parsing import parse as parse_ast
 
 INDENT = "    "
 
@@ -44,16 +47,19 @@ def collect(domain: str, analysis: Analysis, params: Mapping[str, Any]) -> Domai
         params=params,
     )
     code = info.code(target)
+    perceive = code.perceive if params.get("validate_inputs", True) else ()
+    enforce = code.enforce if params.get("validate_outputs", True) and not target.is_generator else ()
+    features = (code.perceive_features if perceive else ()) + (code.enforce_features if enforce else ())
     return DomainCode(
         runtime=(wrap_runtime(domain, code.runtime),) if code.runtime else (),
         start=code.start,
-        perceive=code.perceive if params.get("validate_inputs", True) else (),
+        perceive=perceive,
         before_operate=code.before_operate if not target.is_generator else (),
-        enforce=code.enforce if params.get("validate_outputs", True) and not target.is_generator else (),
+        enforce=enforce,
         on_error=_guarded(code.on_error, "on failure"),
         on_success=_guarded(code.on_success, "on success"),
         finish=code.finish,
-        features=code.features,
+        features=tuple(dict.fromkeys(features + code.features)),
     )
 
 
@@ -92,17 +98,21 @@ def check_params(info: DomainInfo, params: Mapping[str, Any]) -> None:
             raise AnalysisError("config", f"config {p.name!r} must be one of {', '.join(p.choices)}, not {value!r}")
         if isinstance(p.default, list):
             kinds = {type(d) for d in p.default} or {str}
+            if int in kinds:  # JSON numbers may arrive as floats (3.0): whole ones count as ints
+                value = [int(v) if type(v) is float and v.is_integer() else v for v in value]
             if not all(type(v) in kinds for v in value):
                 names = " or ".join(sorted(k.__name__ for k in kinds))
                 raise AnalysisError("config", f"config {p.name!r} must be a list of {names}")
 
 
+@functools.lru_cache(maxsize=256)
 def wrap_runtime(domain: str, blocks: tuple[str, ...]) -> str:
     """The domain's helper blocks inside `def _poet_<domain>_runtime():`, which imports
     the builtins they read from `builtins` and returns every `_poet_`/`_POET_` name they
     define; the module binds those names from its result."""
     source = "\n\n".join(b.strip("\n") for b in dict.fromkeys(blocks)) + "\n"
-    tree = ast.parse(source)
+    source = re.sub(r"\n{3,}", "\n\n", source)  # one blank line between nested definitions
+    tree = parse_ast(source)
     exported: list[str] = []
     for stmt in tree.body:
         targets: list[str] = []
@@ -128,8 +138,9 @@ def wrap_runtime(domain: str, blocks: tuple[str, ...]) -> str:
             lines += [f"{INDENT}from builtins import (", *(2 * INDENT + n for n in names), f"{INDENT})"]
     lines.append("")
     lines += [(INDENT + line) if line.strip() else "" for line in source.rstrip("\n").split("\n")]
-    lines += ["", f"{INDENT}return {', '.join(exported)}{',' if len(exported) == 1 else ''}", "", ""]
-    lines.append(f"{', '.join(exported)}{',' if len(exported) == 1 else ''} = {factory}()")
+    names = textwrap.wrap(", ".join(exported) + ",", 100 - 2 * len(INDENT), break_on_hyphens=False)
+    lines += ["", f"{INDENT}return (", *(2 * INDENT + n for n in names), f"{INDENT})", "", ""]
+    lines += ["(", *(INDENT + n for n in names), f") = {factory}()"]
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,10 @@ The destination is `_POET_PARAMS["events_url"]` when non-empty, else the
 environment variable POET_EVENTS_URL, read at call time. With neither set,
 nothing is queued, measured or sent: the per-call cost is two dictionary lookups.
 
+Execution metrics are best effort: memory_mb is the process's peak RSS so far;
+cpu_percent is the process's CPU time during the call (all its threads) over the
+call's wall time, so it can exceed 100 on several cores.
+
 SOURCE is fixed text (no substitutions): the gate recognises this exact block
 (CANONICAL) and exempts it, and only it, from the network-capability scan.
 It relies on the module's _POET_FUNCTION, _POET_PARAMS, _POET_METRICS,
@@ -120,21 +124,9 @@ def _poet_emit(event_type, payload, *, correlation_id="", causation_id=""):
     try:
         if not _poet_events_url():
             return
-        event = {
-            "id": _poet_uuid4(),
-            "type": _poet_builtins.str(event_type),
-            "source": "poet.enhanced_function",
-            "timestamp": _poet_ev_timestamp(_poet_time.time()),
-            "correlation_id": _poet_builtins.str(correlation_id or ""),
-            "causation_id": _poet_builtins.str(causation_id or ""),
-            "function_name": _POET_FUNCTION,
-            "metadata": {
-                "version": "1.0",
-                "service": "poet.enhanced_function",
-                "environment": _poet_os.environ.get("POET_ENVIRONMENT") or "production",
-            },
-            "payload": _poet_builtins.dict(payload) if payload else {},
-        }
+        # The caller pays for a shallow copy only; the sender thread builds the event.
+        copied = _poet_builtins.dict(payload) if payload else {}
+        event = (event_type, copied, correlation_id, causation_id, _poet_time.time())
         with _poet_ev_cond:
             queue = _poet_ev_queue
             dropped = _poet_builtins.len(queue) >= queue.maxlen
@@ -195,7 +187,19 @@ def _poet_ev_send(events):
     import urllib.request
 
     parts = []
-    for event in events:
+    environment = _poet_os.environ.get("POET_ENVIRONMENT") or "production"
+    for event_type, payload, correlation_id, causation_id, created in events:
+        event = {
+            "id": _poet_uuid4(),  # once per event: a retried batch keeps its ids (the log dedups them)
+            "type": _poet_builtins.str(event_type),
+            "source": "poet.enhanced_function",
+            "timestamp": _poet_ev_timestamp(created),
+            "correlation_id": _poet_builtins.str(correlation_id or ""),
+            "causation_id": _poet_builtins.str(causation_id or ""),
+            "function_name": _POET_FUNCTION,
+            "metadata": {"version": "1.0", "service": "poet.enhanced_function", "environment": environment},
+            "payload": payload,
+        }
         try:
             parts.append(json.dumps(event, default=_poet_builtins.str, allow_nan=False, separators=(",", ":")))
         except Exception:  # not JSON (NaN, a cycle...): this event cannot be sent

@@ -56,9 +56,11 @@ import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from poet_grpc.generator import _emitter
+from poet_grpc.generator import _emitter, _runtime
 from poet_grpc.generator._analysis import analyze_module
 from poet_grpc.generator._errors import AnalysisError, GateError
+from poet_grpc.generator._parsing import AST_LOCK
+from poet_grpc.generator._parsing import parse as parse_ast
 
 MEMORY_LIMIT_BYTES = 1 << 30
 """RLIMIT_AS of the sandbox: 1 GiB of address space."""
@@ -202,7 +204,8 @@ def check_generated(
     _compare_signatures(original.node, enhanced)
     exempt = _emitter_block(tree, generated_source)
     _check_capabilities(original.tree, tree, exempt)
-    scanned = _blank_statements(generated_source, tree, exempt)
+    known = exempt | _known_statements(tree, generated_source, original_source, original.tree)
+    scanned = _blank_statements(generated_source, tree, known)
     _sandbox_import(
         _undecorated(original_source, original.node),
         generated_source,
@@ -215,7 +218,7 @@ def check_generated(
 
 def _static_checks(source: str, name: str) -> tuple[ast.Module, ast.FunctionDef | ast.AsyncFunctionDef]:
     try:
-        tree = ast.parse(source, filename="<generated>")
+        tree = parse_ast(source, filename="<generated>")
     except SyntaxError as exc:
         raise GateError("syntax", f"line {exc.lineno}, column {exc.offset}: {exc.msg}") from None
     except (ValueError, RecursionError) as exc:
@@ -451,7 +454,7 @@ def _emitter_block(tree: ast.Module, source: str) -> frozenset[int]:
     """
     canonical_lines = _emitter.CANONICAL.split("\n")
     first = canonical_lines[0]
-    lines = source.split("\n")
+    lines = [line[:-1] if line.endswith("\r") else line for line in source.split("\n")]
     body = tree.body
     for index, statement in enumerate(body):
         start = statement.lineno - 1
@@ -477,12 +480,12 @@ def _emitter_names() -> tuple[frozenset[str], dict[str, str]]:
     """(every top-level name the canonical block binds, its module aliases -> modules)."""
     bound: set[str] = set()
     modules: dict[str, str] = {}
-    for node in ast.walk(ast.parse(_emitter.CANONICAL)):
+    for node in ast.walk(parse_ast(_emitter.CANONICAL)):
         if isinstance(node, ast.Import):
             for a in node.names:
                 if a.asname:
                     modules[a.asname] = a.name
-    for node in ast.parse(_emitter.CANONICAL).body:
+    for node in parse_ast(_emitter.CANONICAL).body:
         statements = [node]
         if isinstance(node, ast.Try):  # try: import resource ... except ImportError: ... = None
             statements = [*node.body, *(s for h in node.handlers for s in h.body)]
@@ -499,7 +502,7 @@ def _emitter_names() -> tuple[frozenset[str], dict[str, str]]:
 
 
 _EMITTER_BOUND, _EMITTER_MODULES = _emitter_names()
-_EMITTER_ALIASES = _aliases(ast.walk(ast.parse(_emitter.CANONICAL)))
+_EMITTER_ALIASES = _aliases(ast.walk(parse_ast(_emitter.CANONICAL)))
 """Other code may read these names, except the private `_poet_ev_*` helpers, and may
 import the same module under the same alias (`import os as _poet_os`), but never
 rebind them otherwise: the block's network code would then run code of its choosing."""
@@ -561,15 +564,71 @@ def _blank_statements(source: str, tree: ast.Module, indices: frozenset[int]) ->
         return source
     lines = source.split("\n")
     for index in indices:
-        statement = tree.body[index]
-        for n in range(statement.lineno - 1, statement.end_lineno):
+        start, end = _span(tree.body[index])
+        for n in range(start - 1, end):
             lines[n] = ""
     return "\n".join(lines)
 
 
+def _span(statement: ast.stmt) -> tuple[int, int]:
+    """First and last line (1-based) of a top-level statement, decorators included."""
+    start = statement.lineno
+    for decorator in getattr(statement, "decorator_list", ()):
+        start = min(start, decorator.lineno)
+    return start, statement.end_lineno or start
+
+
+def _covered(tree: ast.Module, lines: list[str], block: str) -> frozenset[int]:
+    """Indices of the top-level statements that make up an occurrence of `block` (whole
+    lines, every statement it touches entirely inside it), or empty."""
+    block_lines = [line[:-1] if line.endswith("\r") else line for line in block.split("\n")]
+    spans = [_span(s) for s in tree.body]
+    for offset, line in enumerate(lines):
+        if line != block_lines[0] or lines[offset : offset + len(block_lines)] != block_lines:
+            continue
+        low, high = offset + 1, offset + len(block_lines)
+        inside: set[int] = set()
+        for index, (start, end) in enumerate(spans):
+            if end < low or start > high:
+                continue
+            if not (low <= start and end <= high):
+                break  # a statement straddles the block: the text is not these statements
+            inside.add(index)
+        else:
+            if inside:
+                return frozenset(inside)
+    return frozenset()
+
+
+_RUNTIME_BLOCKS = tuple(
+    getattr(_runtime, name).strip("\n")
+    for name in ("JITTER", "ARGUMENT_ERROR", "RESULT_ERROR", "FINITE", "BACKOFF", "OPERATE_SYNC", "OPERATE_ASYNC")
+    + ("TRAIN",)
+    if isinstance(getattr(_runtime, name, None), str)
+)
+"""The template's fixed helper blocks, exactly as rendered."""
+
+
+def _known_statements(tree: ast.Module, source: str, original_source: str, original: ast.Module) -> frozenset[int]:
+    """Top-level statements bandit need not scan, to save time: the template's fixed
+    helper blocks (exact text; they hold no high-severity finding) and the original's
+    own statements copied verbatim (their findings are the original's, allowed anyway).
+    Statements with an import anywhere stay: bandit resolves names through imports."""
+    lines = [line[:-1] if line.endswith("\r") else line for line in source.split("\n")]
+    known: set[int] = set()
+    for block in _RUNTIME_BLOCKS:
+        known |= _covered(tree, lines, block)
+    copied = _covered(tree, lines, original_source.rstrip("\n"))
+    if copied and len(copied) == len(original.body):
+        known |= copied
+    return frozenset(
+        i for i in known if not any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(tree.body[i]))
+    )
+
+
 # --- bandit -------------------------------------------------------------------------
 
-_BANDIT_LOCK = threading.Lock()
+_BANDIT_LOCK = AST_LOCK  # bandit parses inside: it shares the AST lock (see _parsing)
 """Serialises bandit runs: its manager and config are not documented as thread-safe."""
 _bandit_config = None
 
@@ -577,28 +636,34 @@ _bandit_config = None
 def _bandit_issues(sources: dict[str, str]) -> dict[str, list[tuple[str, str, int, str]]]:
     """name -> [(test_id, severity, line, text)] for each source, scanned in memory.
 
-    Raises GateError("bandit") when bandit is missing or cannot scan a source.
+    Raises GateError("bandit") when bandit is missing, fails, or cannot scan a source
+    (the gate fails closed: it cannot vouch for code it could not scan).
     """
     global _bandit_config
-    try:
-        with warnings.catch_warnings():  # stevedore's deprecation notices, at first import
-            warnings.simplefilter("ignore")
-            from bandit.core import config as bandit_config
-            from bandit.core import manager as bandit_manager
-    except ImportError as exc:  # fail closed: the gate cannot vouch for the code
-        raise GateError("bandit", f"bandit is not available: {exc}") from None
     with _BANDIT_LOCK:
-        if _bandit_config is None:
-            _bandit_config = bandit_config.BanditConfig()
-        manager = bandit_manager.BanditManager(_bandit_config, "file", quiet=True, ignore_nosec=True)
-        for name, text in sources.items():
-            # In memory: a file could be rewritten by the sandboxed import meanwhile.
-            manager._parse_file(name, io.BytesIO(text.encode("utf-8")), [name])
-        if manager.skipped:
-            raise GateError("bandit", "bandit could not scan: " + "; ".join(f"{n}: {why}" for n, why in manager.skipped))
-        issues: dict[str, list[tuple[str, str, int, str]]] = {name: [] for name in sources}
-        for issue in manager.get_issue_list():
-            issues[issue.fname].append((issue.test_id, issue.severity, issue.lineno, issue.text))
+        try:
+            with warnings.catch_warnings():  # stevedore's deprecation notices, at first import
+                warnings.simplefilter("ignore")
+                from bandit.core import config as bandit_config
+                from bandit.core import manager as bandit_manager
+        except ImportError as exc:
+            raise GateError("bandit", f"bandit is not available: {exc}") from None
+        try:
+            if _bandit_config is None:
+                _bandit_config = bandit_config.BanditConfig()
+            manager = bandit_manager.BanditManager(_bandit_config, "file", quiet=True, ignore_nosec=True)
+            for name, text in sources.items():
+                # In memory: a file could be rewritten by the sandboxed import meanwhile.
+                manager._parse_file(name, io.BytesIO(text.encode("utf-8")), [name])
+            skipped = list(manager.skipped)
+            found = [(i.fname, i.test_id, i.severity, i.lineno, i.text) for i in manager.get_issue_list()]
+        except Exception as exc:  # bandit's internals changed, or it broke on this input
+            raise GateError("bandit", f"bandit failed: {type(exc).__name__}: {exc}") from None
+    if skipped:
+        raise GateError("bandit", "bandit could not scan: " + "; ".join(f"{n}: {why}" for n, why in skipped))
+    issues: dict[str, list[tuple[str, str, int, str]]] = {name: [] for name in sources}
+    for fname, test_id, severity, line, text in found:
+        issues[fname].append((test_id, severity, line, text))
     return issues
 
 

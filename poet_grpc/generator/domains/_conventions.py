@@ -9,9 +9,11 @@ lower-cased, equals the entry, ends with "_" + entry or starts with entry + "_"
 from __future__ import annotations
 
 import ast
+import json
 from collections.abc import Iterable
 
 from poet_grpc.generator.domains._types import Parameter, Target
+from poet_grpc.generator._parsing import parse as parse_ast
 
 NAME_MATCH_SOURCE = '''
 def _poet_name_matches(name, conventions):
@@ -36,8 +38,8 @@ def name_matches(name: str, conventions: Iterable[str]) -> bool:
 
 
 def literal(value: object) -> str:
-    """A parameter name as a Python string literal."""
-    return repr(str(value))
+    """A string as a Python literal in double quotes, like the rest of the generated code."""
+    return json.dumps(str(value))
 
 
 def imports(tree: ast.Module) -> dict[str, str]:
@@ -98,7 +100,7 @@ def _parsed(node: ast.expr | None) -> ast.expr | None:
     """A string annotation's expression; other annotations as they are."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         try:
-            return ast.parse(node.value.strip(), mode="eval").body
+            return parse_ast(node.value.strip(), mode="eval").body
         except SyntaxError:
             return None
     return node

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from poet_grpc.generator.domains._conventions import literal
 from poet_grpc.generator.domains._types import DomainCode, DomainParam, Target
 
 EMIT = '''
@@ -21,8 +22,8 @@ def _poet_domain_emit(event_type, payload, correlation_id=""):
 AUDIT = '''
 import collections
 import hashlib
+import os
 import time
-import uuid
 
 _POET_AUDIT = collections.deque(maxlen=_POET_PARAMS["audit_log_size"])
 """Audit trail of the function, newest last, bounded (audit_log_size); also <function>.poet_audit."""
@@ -52,7 +53,7 @@ def _poet_audit_record(arguments_digest, error, result, succeeded):
     except NameError:
         version = ""
     entry = {
-        "execution_id": uuid.uuid4().hex,
+        "execution_id": os.urandom(16).hex(),
         "timestamp": time.time(),
         "function": _POET_FUNCTION,
         "domain": _POET_DOMAIN,
@@ -80,7 +81,9 @@ def audit_parameters(default_on: bool) -> tuple[DomainParam, ...]:
             "proves equality, it does not hide).",
             default_on,
         ),
-        DomainParam("audit_log_size", "Entries <function>.poet_audit keeps (the oldest are dropped).", 1000, 1, 1_000_000),
+        DomainParam(
+            "audit_log_size", "Entries <function>.poet_audit keeps (the oldest are dropped).", 1000, 1, 1_000_000
+        ),
     )
 
 
@@ -88,7 +91,7 @@ def audit_code(target: Target) -> DomainCode:
     """The audit trail for any function (when audit_log is on)."""
     if not target.params.get("audit_log"):
         return DomainCode()
-    pairs = "".join(f"({p.label!r}, {p.name}), " for p in target.parameters)
+    pairs = "".join(f"({literal(p.label)}, {p.name}), " for p in target.parameters)
     return DomainCode(
         runtime=(EMIT, AUDIT),
         start=(f"_poet_audit_digest = _poet_audit_arguments(({pairs}))",),

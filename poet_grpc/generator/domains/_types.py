@@ -92,7 +92,8 @@ class DomainCode:
       guarded: an exception there is swallowed, the original error propagates.
     - on_success: after a successful call, before Train (`_poet_result` bound); guarded.
     - finish: module-level lines after the enhanced function exists (attributes on it).
-    - features: names added to GeneratedCode.optimizations.
+    - features: names added to GeneratedCode.optimizations; perceive_features and
+      enforce_features only when the perceive / enforce part is kept.
     """
 
     runtime: tuple[str, ...] = ()
@@ -104,13 +105,15 @@ class DomainCode:
     on_success: tuple[str, ...] = ()
     finish: tuple[str, ...] = ()
     features: tuple[str, ...] = ()
+    perceive_features: tuple[str, ...] = ()
+    enforce_features: tuple[str, ...] = ()
 
     def __add__(self, other: DomainCode) -> DomainCode:
         """Both parts, this one's first; runtime blocks and features appear once."""
         merged: dict[str, tuple[str, ...]] = {}
         for name in self.__dataclass_fields__:
             a, b = getattr(self, name), getattr(other, name)
-            merged[name] = tuple(dict.fromkeys(a + b)) if name in ("runtime", "features") else a + b
+            merged[name] = tuple(dict.fromkeys(a + b)) if name == "runtime" or name.endswith("features") else a + b
         return DomainCode(**merged)
 
 

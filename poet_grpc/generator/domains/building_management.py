@@ -103,7 +103,7 @@ def code(target: Target) -> DomainCode:
     heating = [s.lower() for s in params["heating_params"]]
     cooling = [s.lower() for s in params["cooling_params"]]
     perceive: list[str] = []
-    features: list[str] = []
+    features: list[str] = []  # of the perceive part
     for p in target.named:
         lowered = p.name.lower()
         if "setpoint" in lowered or lowered in setpoints:
@@ -117,10 +117,15 @@ def code(target: Target) -> DomainCode:
     enforce: tuple[str, ...] = ()
     if _may_return_dict(target):
         enforce = ("_poet_check_hvac_result(_poet_result)",)
-        features += [SETPOINT_LIMITS, HEAT_COOL_INTERLOCK]
     if not perceive and not enforce:
         return DomainCode()
-    return DomainCode(runtime=(HVAC,), perceive=tuple(perceive), enforce=enforce, features=tuple(dict.fromkeys(features)))
+    return DomainCode(
+        runtime=(HVAC,),
+        perceive=tuple(perceive),
+        enforce=enforce,
+        perceive_features=tuple(dict.fromkeys(features)),
+        enforce_features=(SETPOINT_LIMITS, HEAT_COOL_INTERLOCK),
+    )
 
 
 DOMAIN = DomainInfo(

@@ -49,7 +49,7 @@ def code(target: Target) -> DomainCode:
         f"{'_poet_check_size' if p.named else '_poet_check_sizes'}({literal(p.label)}, {p.name})"
         for p in target.parameters
     )
-    return DomainCode(runtime=(SIZES,), perceive=perceive, features=(SIZE_GUARD,))
+    return DomainCode(runtime=(SIZES,), perceive=perceive, perceive_features=(SIZE_GUARD,))
 
 
 DOMAIN = DomainInfo(
@@ -63,9 +63,14 @@ DOMAIN = DomainInfo(
     ),
     parameters=reliability_parameters(max_retries=1, timeout_seconds=60.0, reject_non_finite_floats=True)
     + (
-        DomainParam("max_int_bits", "Largest int argument accepted, in bits (100000 bits: ~30103 digits); 0: off.", 100_000, 0),
         DomainParam(
-            "max_input_items", "Most items (characters for str) a container or str argument may have; 0: off.", 10_000_000, 0
+            "max_int_bits", "Largest int argument accepted, in bits (100000 bits: ~30103 digits); 0: off.", 100_000, 0
+        ),
+        DomainParam(
+            "max_input_items",
+            "Most items (characters for str) a container or str argument may have; 0: off.",
+            10_000_000,
+            0,
         ),
     ),
     code=code,

@@ -21,6 +21,7 @@ from poet_grpc.generator.domains._conventions import is_concrete, is_sequence, l
 from poet_grpc.generator.domains._types import DomainCode, DomainInfo, DomainParam, Target, reliability_parameters
 
 NONE_ROWS = "none_row_rejection"
+NULL_CAP = "missing_row_limit"
 ROW_METRICS = "row_count_metrics"
 
 ROWS = '''
@@ -80,20 +81,22 @@ def code(target: Target) -> DomainCode:
     if not rows:
         return DomainCode()
     perceive: list[str] = []
-    features: list[str] = []
+    features: list[str] = []  # of the perceive part
     for p in rows:
         concrete = is_concrete(sequence_element(p.annotation, target), target)
         if concrete and params["reject_none_rows"]:
             features.append(NONE_ROWS)
+        if params["max_null_fraction"] < 1.0:
+            features.append(NULL_CAP)
         if concrete or params["max_null_fraction"] < 1.0:
             perceive.append(f"_poet_check_rows({literal(p.name)}, {p.name}, {concrete})")
     inputs = "(" + "".join(f"{p.name}, " for p in rows) + ")"
-    features.append(ROW_METRICS)
     return DomainCode(
         runtime=(ROWS,),
         perceive=tuple(perceive),
         on_success=(f"_poet_count_rows({inputs}, _poet_result)",),
-        features=tuple(dict.fromkeys(features)),
+        features=(ROW_METRICS,),
+        perceive_features=tuple(dict.fromkeys(features)),
     )
 
 

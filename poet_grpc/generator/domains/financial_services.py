@@ -119,7 +119,7 @@ def code(target: Target) -> DomainCode:
             check = "_poet_check_signed_amount" if signed else "_poet_check_amount"
             perceive.append(f"{check}({literal(p.name)}, {p.name})")
             features.append(AMOUNT_LIMITS)
-    own = DomainCode(runtime=(MONEY,), perceive=tuple(perceive), features=tuple(dict.fromkeys(features)))
+    own = DomainCode(runtime=(MONEY,), perceive=tuple(perceive), perceive_features=tuple(dict.fromkeys(features)))
     if not perceive:
         own = DomainCode()
     return own + audit_code(target)
@@ -145,7 +145,9 @@ DOMAIN = DomainInfo(
             "entry_* and *_entry: amount matches total_amount).",
             MONEY_NAMES,
         ),
-        DomainParam("signed_money_params", "Exact names of money parameters that may be negative (refunds, adjustments).", []),
+        DomainParam(
+            "signed_money_params", "Exact names of money parameters that may be negative (refunds, adjustments).", []
+        ),
         DomainParam(
             "rate_params",
             "Exact names of rate parameters checked against [min_rate, max_rate] (rates as fractions: 0.05 is 5%).",

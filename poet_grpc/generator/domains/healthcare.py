@@ -20,7 +20,7 @@ digests only.
 
 from __future__ import annotations
 
-from poet_grpc.generator.domains._conventions import NAME_MATCH_SOURCE
+from poet_grpc.generator.domains._conventions import NAME_MATCH_SOURCE, literal
 from poet_grpc.generator.domains._shared import audit_code, audit_parameters
 from poet_grpc.generator.domains._types import DomainCode, DomainInfo, DomainParam, Target, reliability_parameters
 
@@ -125,7 +125,7 @@ IDENTIFIER_NAMES = [
 def code(target: Target) -> DomainCode:
     own = DomainCode()
     if target.params["phi_redaction"]:
-        pairs = "".join(f"({p.label!r}, {p.name}), " for p in target.parameters)
+        pairs = "".join(f"({literal(p.label)}, {p.name}), " for p in target.parameters)
         if pairs:
             own = DomainCode(
                 runtime=(NAME_MATCH_SOURCE, REDACT),

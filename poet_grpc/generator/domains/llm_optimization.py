@@ -4,8 +4,9 @@ Operate: besides ConnectionError and TimeoutError, an exception is transient (re
 with backoff) when the name of its class or of a base class contains one of
 `transient_error_names` (RateLimit, Timeout, ServiceUnavailable, ...: openai's
 RateLimitError, APITimeoutError, google's ServiceUnavailable, ResourceExhausted...), or
-when it carries an HTTP status in `transient_status_codes` (429, 5xx) as `status_code`,
-`code` or `http_status` (an int) or as `response.status_code`.
+when it carries an HTTP status in `transient_status_codes` (429, 500, 502, 503, 504,
+529; not 501 or 505) as `status_code`, `code` or `http_status` (an int) or as
+`response.status_code`.
 Perceive: prompt parameters (`prompt_params` name convention: prompt, messages...)
 longer than max_prompt_chars are rejected (ValueError naming the parameter): a str by
 its length, a list of messages by the total length of their str contents (str items,
@@ -70,7 +71,9 @@ def _poet_check_prompt(parameter, value):
     """A prompt must not be longer than max_prompt_chars (0: no limit)."""
     limit = _POET_PARAMS["max_prompt_chars"]
     if limit and _poet_prompt_chars(value) > limit:
-        raise ValueError(f"{_POET_FUNCTION}() argument {parameter!r} is longer than {limit} characters (max_prompt_chars)")
+        raise ValueError(
+            f"{_POET_FUNCTION}() argument {parameter!r} is longer than {limit} characters (max_prompt_chars)"
+        )
 '''
 
 PROMPT_NAMES = ["prompt", "messages", "system_prompt", "user_prompt"]
@@ -86,7 +89,9 @@ def prompt_code(target: Target) -> DomainCode:
         for p in target.named
         if params["max_prompt_chars"] and name_matches(p.name, params["prompt_params"])
     )
-    return DomainCode(runtime=(PROMPT,), perceive=perceive, features=(PROMPT_LENGTH,)) if perceive else DomainCode()
+    if not perceive:
+        return DomainCode()
+    return DomainCode(runtime=(PROMPT,), perceive=perceive, perceive_features=(PROMPT_LENGTH,))
 
 
 def code(target: Target) -> DomainCode:
@@ -102,9 +107,10 @@ DOMAIN = DomainInfo(
         "Functions that call language models over the network. The base reliability stages tuned for slow, "
         "rate-limited remote calls: four retries, backoff from 1 s up to 30 s, a 120 s deadline; besides "
         "ConnectionError and TimeoutError, errors whose class name contains RateLimit, Timeout, "
-        "ServiceUnavailable, TooManyRequests, ResourceExhausted or Overloaded, or that carry HTTP status 429 or "
-        "5xx (status_code, code, http_status, response.status_code) are retried as transient. Perceive: prompt "
-        "parameters (prompt, messages...) longer than max_prompt_chars are rejected naming the parameter."
+        "ServiceUnavailable, TooManyRequests, ResourceExhausted or Overloaded, or that carry HTTP status 429, 500, "
+        "502, 503, 504 or 529 (status_code, code, http_status, response.status_code) are retried as transient. "
+        "Perceive: prompt parameters (prompt, messages...) longer than max_prompt_chars are rejected naming the "
+        "parameter."
     ),
     parameters=reliability_parameters(
         max_retries=4, backoff_base_seconds=1.0, backoff_max_seconds=30.0, timeout_seconds=120.0

@@ -20,7 +20,14 @@ from poet_grpc.generator.domains._conventions import (
     sequence_element,
 )
 from poet_grpc.generator.domains._shared import EMIT
-from poet_grpc.generator.domains._types import DomainCode, DomainInfo, DomainParam, Parameter, Target, reliability_parameters
+from poet_grpc.generator.domains._types import (
+    DomainCode,
+    DomainInfo,
+    DomainParam,
+    Parameter,
+    Target,
+    reliability_parameters,
+)
 
 DRIFT_DETECTION = "drift_detection"
 
@@ -30,20 +37,21 @@ import math
 
 
 def _poet_ks_2samp(reference, current):
-    """Two-sample Kolmogorov-Smirnov statistic D = max |F_ref(x) - F_cur(x)| (both sorted, non-empty)."""
+    """Two-sample Kolmogorov-Smirnov statistic D = max |F_ref(x) - F_cur(x)| (both sorted,
+    non-empty), in exact integer arithmetic (|i m - j n| / (n m)) until the final division."""
     n, m = len(reference), len(current)
     i = j = 0
-    d = 0.0
+    gap = 0
     while i < n and j < m:
         x = reference[i] if reference[i] <= current[j] else current[j]
         while i < n and reference[i] <= x:
             i += 1
         while j < m and current[j] <= x:
             j += 1
-        gap = abs(i / n - j / m)
-        if gap > d:
-            d = gap
-    return d
+        step = abs(i * m - j * n)
+        if step > gap:
+            gap = step
+    return gap / (n * m)
 
 
 def _poet_kolmogorov_sf(lam):
@@ -129,9 +137,9 @@ import array
 import collections
 import decimal
 import numbers
+import os
 import sys
 import time
-import uuid
 
 try:
     import resource
@@ -196,7 +204,7 @@ def _poet_monitor_drift(reference, current, feature, started, cpu_started):
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
     params = _POET_PARAMS
-    execution_id = uuid.uuid4().hex
+    execution_id = os.urandom(16).hex()
     model = params["model_name"] or _POET_FUNCTION
     feature = params["feature_name"] or feature
     method = params["drift_method"]
@@ -352,8 +360,8 @@ DOMAIN = DomainInfo(
         DomainParam("feature_name", "feature_name of the events; empty: the current sample's parameter name.", ""),
         DomainParam(
             "reference_params",
-            "Name convention of the reference sample parameter (an entry matches the name itself, name_* and "
-            "*_name).",
+            "Name convention of the reference sample parameter (an entry matches the name itself, entry_* and "
+            "*_entry: baseline matches baseline_scores).",
             REFERENCE_NAMES,
         ),
         DomainParam("current_params", "Name convention of the current sample parameter.", CURRENT_NAMES),

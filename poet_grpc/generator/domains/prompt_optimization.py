@@ -62,8 +62,9 @@ def _poet_check_template(parameter, template, supplied, mappings):
             f"{_POET_FUNCTION}() argument {parameter!r} uses placeholders that are not supplied: "
             + ", ".join("{" + name + "}" for name in missing)
         )
+'''
 
-
+RESULT = '''
 def _poet_check_prompt_result(result):
     """Enforce: a str result (a built prompt) must not be longer than max_prompt_chars (0: no limit)."""
     limit = _POET_PARAMS["max_prompt_chars"]
@@ -83,7 +84,6 @@ def code(target: Target) -> DomainCode:
         p for p in target.named if p not in templates and name_matches(p.name, params["template_values_params"])
     ]
     perceive: list[str] = []
-    features: list[str] = []
     if params["check_template_placeholders"] and templates and (kwargs or value_maps):
         for template in templates:
             others = [p.name for p in target.named if p is not template]
@@ -91,13 +91,18 @@ def code(target: Target) -> DomainCode:
             names = "(" + "".join(f"{literal(n)}, " for n in others) + ")"
             maps = "(" + "".join(f"{m}, " for m in mappings) + ")"
             perceive.append(f"_poet_check_template({literal(template.name)}, {template.name}, {names}, {maps})")
-        features.append(PLACEHOLDERS)
     enforce: tuple[str, ...] = ()
     if params["max_prompt_chars"]:
         enforce = ("_poet_check_prompt_result(_poet_result)",)
-        features.append(PROMPT_LENGTH)
-    own = DomainCode(runtime=(TEMPLATE,), perceive=tuple(perceive), enforce=enforce, features=tuple(features))
-    return prompt_code(target) + (own if perceive or enforce else DomainCode())
+    runtime = ((TEMPLATE,) if perceive else ()) + ((RESULT,) if enforce else ())
+    own = DomainCode(
+        runtime=runtime,
+        perceive=tuple(perceive),
+        enforce=enforce,
+        perceive_features=(PLACEHOLDERS,) if perceive else (),
+        enforce_features=(PROMPT_LENGTH,) if enforce else (),
+    )
+    return prompt_code(target) + own
 
 
 DOMAIN = DomainInfo(
@@ -126,7 +131,9 @@ DOMAIN = DomainInfo(
             "Name convention of mapping parameters whose keys supply a template's placeholders.",
             VALUES_NAMES,
         ),
-        DomainParam("prompt_params", "Name convention of prompt parameters checked against max_prompt_chars.", PROMPT_NAMES),
+        DomainParam(
+            "prompt_params", "Name convention of prompt parameters checked against max_prompt_chars.", PROMPT_NAMES
+        ),
         DomainParam(
             "max_prompt_chars",
             "Longest prompt accepted, in characters: prompt arguments and str results; 0: no limit.",

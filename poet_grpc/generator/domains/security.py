@@ -20,7 +20,7 @@ from poet_grpc.generator.domains._types import DomainCode, DomainInfo, DomainPar
 PATH_TRAVERSAL = "path_traversal_guard"
 INPUT_LENGTH = "input_length_limit"
 
-GUARDS = '''
+PATHS = '''
 import os
 import re
 
@@ -43,13 +43,16 @@ def _poet_check_path(parameter, value):
         value.startswith(("/", "\\\\", "~")) or (len(value) >= 2 and value[1] == ":" and value[0].isalpha())
     ):
         raise ValueError(f"{_POET_FUNCTION}() argument {parameter!r} must be a relative path")
+'''
 
-
+LENGTHS = '''
 def _poet_check_length(parameter, value):
     """A str or bytes argument must not be longer than max_input_chars (0: no limit)."""
     limit = _POET_PARAMS["max_input_chars"]
     if limit and isinstance(value, (str, bytes, bytearray)) and len(value) > limit:
-        raise ValueError(f"{_POET_FUNCTION}() argument {parameter!r} is longer than {limit} characters (max_input_chars)")
+        raise ValueError(
+            f"{_POET_FUNCTION}() argument {parameter!r} is longer than {limit} characters (max_input_chars)"
+        )
 
 
 def _poet_check_lengths(parameter, values):
@@ -77,7 +80,8 @@ def code(target: Target) -> DomainCode:
             check = "_poet_check_length" if p.named else "_poet_check_lengths"
             perceive.append(f"{check}({literal(p.label)}, {p.name})")
             features.append(INPUT_LENGTH)
-    own = DomainCode(runtime=(GUARDS,), perceive=tuple(perceive), features=tuple(dict.fromkeys(features)))
+    runtime = ((PATHS,) if PATH_TRAVERSAL in features else ()) + ((LENGTHS,) if INPUT_LENGTH in features else ())
+    own = DomainCode(runtime=runtime, perceive=tuple(perceive), perceive_features=tuple(dict.fromkeys(features)))
     return (own if perceive else DomainCode()) + audit_code(target)
 
 
@@ -88,8 +92,8 @@ DOMAIN = DomainInfo(
         "stages without automatic retries (a retried authentication can trip lockouts) and with strict checks "
         "(container elements, NaN or infinite floats rejected). Perceive: path-like parameters (path, file, "
         "filename, dir...) must not contain NUL bytes or '..' segments (nor be absolute, if "
-        "reject_absolute_paths); no str/bytes argument may exceed max_input_chars. Error messages name the "
-        "parameter and never contain argument values. An audit trail of every call (SHA-256 digests, never raw "
+        "reject_absolute_paths); no str/bytes argument may exceed max_input_chars. These errors name the "
+        "parameter and never contain the value. An audit trail of every call (SHA-256 digests, never raw "
         "values) in <function>.poet_audit and as audit.recorded events."
     ),
     parameters=reliability_parameters(max_retries=0, check_element_types=True, reject_non_finite_floats=True)

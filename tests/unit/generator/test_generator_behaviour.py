@@ -426,9 +426,13 @@ def test_unions_and_unknown_annotations(enhance) -> None:
         module.pick(True)
     with pytest.raises(TypeError, match="'value' must be Union\\[int, str\\], not float"):
         module.pick(1.5)
-    with pytest.raises(TypeError, match="'fallback'"):
-        module.pick(1, fallback=(1,))
-    assert module.pick(1, fallback=None, hook=object(), extra=object()) == 1  # unknown: no check
+    with pytest.raises(TypeError, match="'fallback' must be 'list \\| None', not str"):
+        module.pick(1, fallback="ab")  # text where a list is annotated: clearly wrong
+    assert module.pick(1, fallback=(1,)) == 1  # any other iterable works where a list is annotated
+    with pytest.raises(TypeError, match=r"'hook' must be Callable\[\[int\], int\], not object"):
+        module.pick(1, hook=object())
+    assert module.pick(1, fallback=None, hook=len, extra=object()) == 1  # Any: no check
+    assert module.pick(1, hook=None) == 1  # the default None is accepted (implicit Optional)
 
 
 def test_var_positional_and_var_keyword_items_are_checked(enhance) -> None:

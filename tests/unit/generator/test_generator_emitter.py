@@ -72,7 +72,8 @@ class _Collector:
 
 @pytest.fixture(autouse=True)
 def _no_proxy_no_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("POET_EVENTS_URL", "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    proxies = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+    for name in ("POET_EVENTS_URL", *proxies):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("POET_ENVIRONMENT", raising=False)
 
@@ -262,7 +263,9 @@ def test_a_blackholed_url_never_blocks_the_caller(load) -> None:
 
 def test_queue_overflow_drops_the_oldest_and_counts(load, collector) -> None:
     server = collector()
-    module = _module(load, events_url=server.url, events_queue_size=5, events_flush_seconds=60.0, events_batch_size=1000)
+    module = _module(
+        load, events_url=server.url, events_queue_size=5, events_flush_seconds=60.0, events_batch_size=1000
+    )
     module._poet_ev_state["thread"] = "held"  # no sender while the queue fills up
     for i in range(8):
         module._poet_emit("test.event", {"i": i})

@@ -191,3 +191,38 @@ def test_code_outside_the_emitter_cannot_use_its_imports_unseen() -> None:
 def test_code_outside_the_emitter_may_use_its_interface() -> None:
     after = "import os as _poet_os\n\n\ndef _poet_domain_event():\n    _poet_emit('drift.detected', {'score': 1})\n"
     check_generated(ORIGINAL, _with_emitter(_emitter.CANONICAL, after=after), "area")
+
+
+# --- what bandit skips to save time -----------------------------------------------------
+
+
+def test_bandit_skips_only_exact_runtime_blocks(gen) -> None:
+    from poet_grpc.generator import _runtime
+
+    code = gen(ORIGINAL, "area").python
+    block = _runtime.TRAIN.strip("\n")
+    assert block in code
+    check_generated(ORIGINAL, code, "area")
+    tampered = block.replace("    try:\n", "    _poet_hashlib.md5(b'x')\n    try:\n", 1)
+    code = "import hashlib as _poet_hashlib\n" + code.replace(block, tampered)
+    error = _gate_error(code)
+    assert error.check == "bandit" and "B324" in error.description
+
+
+def test_bandit_still_sees_new_code_using_the_originals_imports() -> None:
+    # The original's own statements are skipped (their findings are allowed anyway), but
+    # its imports are kept, so bandit still resolves `sp` in the new code.
+    original = "import subprocess as sp\n\n" + ORIGINAL + "\n\ndef run():\n    return sp.run(['true'])\n"
+    error = _gate_error(_generated("sp.Popen(str(r), shell=True)", original=original), original)
+    assert error.check == "bandit" and "B602" in error.description
+
+
+def test_the_gate_fails_closed_when_bandit_breaks(monkeypatch) -> None:
+    from bandit.core import manager
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(manager.BanditManager, "_parse_file", broken)
+    error = _gate_error(_generated("x = 1"))
+    assert error.check == "bandit" and "RuntimeError: boom" in error.description
