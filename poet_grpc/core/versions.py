@@ -121,14 +121,10 @@ class VersionCatalog:
 
     async def activate(self, function_name: str, version: str, *, reason: str = "") -> tuple[FunctionVersion, str]:
         """Make the version current again (rollback); returns it and the previous current."""
-        if version == CURRENT:
-            raise InvalidArgument.single("version", 'name a version like "v1", not "current"')
 
         def change(store: Store):
             with store.atomic():
-                target = store.get_version(function_name, version)
-                if target is None:
-                    raise NotFound("version", f"{function_name}/{version}")
+                target = _existing(store, function_name, version)
                 previous = store.current_version(function_name) or ""
                 if previous != version or target.status == VERSION_DEPRECATED:
                     payload = {"function_name": function_name, "version": version, "previous_version": previous, "reason": reason}
@@ -138,14 +134,11 @@ class VersionCatalog:
         return await self._router.commit(change)
 
     async def deprecate(self, function_name: str, version: str, *, reason: str = "") -> FunctionVersion:
-        if version == CURRENT:
-            raise InvalidArgument.single("version", 'name a version like "v1", not "current"')
+        """Retire a version that is not the current one."""
 
         def change(store: Store):
             with store.atomic():
-                target = store.get_version(function_name, version)
-                if target is None:
-                    raise NotFound("version", f"{function_name}/{version}")
+                target = _existing(store, function_name, version)
                 if target.current:
                     raise CurrentVersionProtected(
                         f"{function_name} {version} is the current version; activate another version first",
@@ -157,6 +150,16 @@ class VersionCatalog:
                 return store.get_version(function_name, version)
 
         return await self._router.commit(change)
+
+
+def _existing(store: Store, function_name: str, version: str) -> FunctionVersion:
+    """The version named by its label (not "current"), or NotFound."""
+    if version == CURRENT:
+        raise InvalidArgument.single("version", 'name a version like "v1", not "current"')
+    target = store.get_version(function_name, version)
+    if target is None:
+        raise NotFound("version", f"{function_name}/{version}")
+    return target
 
 
 def _resolve(store: Store, function_name: str, version: str) -> FunctionVersion | None:
