@@ -1,7 +1,7 @@
 """Set up the project and run it, on a machine with only Python 3.11+, pip and npm.
 
     python3 dev.py serve [ARGS]   set up, then run `poet-grpc serve ARGS` (gRPC :50051, REST :8080)
-    python3 dev.py test [ARGS]    set up, then run every check: stubs fresh, buf lint, pytest ARGS
+    python3 dev.py test [ARGS]    set up, then run every check: generated files fresh, OpenAPI valid, buf lint, pytest ARGS
     python3 dev.py setup          only set up
 
 Setting up creates .venv/ and installs the project with its dev extras into it
@@ -69,8 +69,10 @@ def setup(*, with_buf: bool) -> None:
 
 def test(args: list[str]) -> None:
     setup(with_buf=True)
-    step("checking generated stubs are fresh")
+    step("checking generated stubs and gateway/openapi.json are fresh")
     run(BIN / "python", "scripts/generate.py", "--check")
+    step("validating gateway/openapi.json (OpenAPI 3.0)")
+    run(BIN / "openapi-spec-validator", "--schema", "3.0", "gateway/openapi.json")
     step("buf lint")
     run(ROOT / "node_modules" / ".bin" / "buf", "lint")
     step("pytest")

@@ -28,6 +28,14 @@ class Settings:
     """SQLite synchronous mode: FULL fsyncs every commit before it is acknowledged;
     NORMAL is faster but may lose the last commits on power loss (POET_SQLITE_SYNCHRONOUS)."""
 
+    retention_days: float = 30.0
+    """Events older than this many days are deleted from the start of the log by a
+    background job; 0 keeps them forever (POET_RETENTION_DAYS). Resuming from a
+    deleted position is OUT_OF_RANGE; projections keep what was derived."""
+
+    retention_check_seconds: float = 60.0
+    """How often the retention job runs (POET_RETENTION_CHECK_SECONDS)."""
+
     environment: str = "dev"
     """Environment stamped into event metadata: dev, staging, production (POET_ENVIRONMENT)."""
 
@@ -49,11 +57,32 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     """How long a stopping server lets in-flight calls finish (POET_SHUTDOWN_GRACE_SECONDS)."""
 
+    shutdown_drain_seconds: float = 0.0
+    """On SIGTERM, how long the server keeps serving with readiness not_ready (HTTP 503)
+    before it stops taking calls, so load balancers can take it out first
+    (POET_SHUTDOWN_DRAIN_SECONDS)."""
+
+    readiness_max_rss_bytes: int = 2 * 1024**3
+    """Resident memory above which /health/ready reports memory false; 0 turns the
+    check off (POET_READINESS_MAX_RSS_BYTES)."""
+
+    rate_limit_per_second: float = 0.0
+    """Requests per second each client may sustain (key: x-client-id header, else
+    its address); over it calls fail RESOURCE_EXHAUSTED / HTTP 429. 0 turns
+    rate limiting off (POET_RATE_LIMIT_PER_SECOND)."""
+
+    rate_limit_burst: int = 20
+    """Requests a client may send at once before its rate applies (POET_RATE_LIMIT_BURST)."""
+
     generator_workers: int = 4
     """Enhancements generated at once; more wait their turn (POET_GENERATOR_WORKERS)."""
 
     gate_timeout_seconds: float = 10.0
     """Time limit for importing generated code in the isolated check (POET_GATE_TIMEOUT_SECONDS)."""
+
+    sinks_file: str = ""
+    """JSON file listing the outbound sinks (webhook, pagerduty, slack, mlflow); empty
+    for none. A bad file stops the server at startup (POET_SINKS_FILE)."""
 
     log_level: str = "INFO"
     """Python log level of the server (POET_LOG_LEVEL)."""
@@ -133,6 +162,15 @@ class Settings:
                 raise ValueError(f"{name} must be at least 1")
         if self.shutdown_grace_seconds < 0:
             raise ValueError("shutdown_grace_seconds must not be negative")
+        for name in ("shutdown_drain_seconds", "readiness_max_rss_bytes", "rate_limit_per_second"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.retention_days < 0:
+            raise ValueError("retention_days must not be negative")
+        if self.retention_check_seconds <= 0:
+            raise ValueError("retention_check_seconds must be positive")
+        if self.rate_limit_burst < 1:
+            raise ValueError("rate_limit_burst must be at least 1")
         return dataclasses.replace(self, db=Path(self.db), sqlite_synchronous=self.sqlite_synchronous.upper())
 
 

@@ -8,14 +8,16 @@ with no stack trace; the trace goes to the server log only.
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from poet_grpc.core.errors import Conflict, InvalidArgument, NotFound, PoetError, Unavailable
+from poet_grpc.core.errors import Conflict, InvalidArgument, NotFound, OutOfRange, PoetError, RateLimited, Unavailable
 
 ERROR_DOMAIN = "poet.v1"
 log = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ def _code_for(exc: PoetError) -> int:
         return code_pb2.ALREADY_EXISTS
     if isinstance(exc, Unavailable):
         return code_pb2.UNAVAILABLE
+    if isinstance(exc, RateLimited):
+        return code_pb2.RESOURCE_EXHAUSTED
+    if isinstance(exc, OutOfRange):
+        return code_pb2.OUT_OF_RANGE
     return code_pb2.FAILED_PRECONDITION
 
 
@@ -60,8 +66,16 @@ def to_rpc_status(exc: BaseException) -> grpc.Status:
         details.append(
             _pack(error_details_pb2.ResourceInfo(resource_type=exc.resource_type, resource_name=exc.resource_name))
         )
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, (Unavailable, RateLimited)):
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(exc.retry_after * 1000))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        # Also as a retry-after header: the REST gateway passes it on to HTTP clients.
+        status = rpc_status.to_status(status_pb2.Status(code=_code_for(exc), message=exc.message, details=details))
+        return _WithMetadata(status.code, status.details,
+                             (*status.trailing_metadata, ("retry-after", str(max(1, math.ceil(exc.retry_after))))))
     return rpc_status.to_status(status_pb2.Status(code=_code_for(exc), message=exc.message, details=details))
+
+
+class _WithMetadata(collections.namedtuple("_WithMetadata", ("code", "details", "trailing_metadata")), grpc.Status):
+    """A grpc.Status with extra trailing metadata."""

@@ -15,14 +15,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
 import ipaddress
 import json
 import logging
 import os
 import re
 import shutil
-import signal
 import string
 import sys
 import tempfile
@@ -41,6 +39,7 @@ __all__ = [
     "EnvoyGateway",
     "GatewayError",
     "build_descriptor_set",
+    "openapi_path",
     "render_config",
     "template_path",
 ]
@@ -48,30 +47,39 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 _STDERR_TAIL_LINES = 40
-_PR_SET_PDEATHSIG = 1
 
 
 class GatewayError(Exception):
     """Envoy could not be configured, failed to start, or did not become ready."""
 
 
-def template_path() -> Path:
-    """The Envoy config template: the checkout's, else the installed copy."""
-    checkout = Path(poet_grpc.__file__).resolve().parent.parent / "gateway" / "envoy.yaml.tmpl"
+def _gateway_file(name: str) -> Path:
+    """A file of gateway/: the checkout's, else the installed copy (pyproject data-files)."""
+    checkout = Path(poet_grpc.__file__).resolve().parent.parent / "gateway" / name
     if checkout.exists():
         return checkout
-    return Path(sys.prefix) / "share" / "poet-grpc" / "envoy.yaml.tmpl"
+    return Path(sys.prefix) / "share" / "poet-grpc" / name
+
+
+def template_path() -> Path:
+    """The Envoy config template: the checkout's, else the installed copy."""
+    return _gateway_file("envoy.yaml.tmpl")
+
+
+def openapi_path() -> Path:
+    """The OpenAPI document (generated from the proto by scripts/generate.py), served at /openapi.json."""
+    return _gateway_file("openapi.json")
 
 
 def _proto_modules() -> list[ModuleType]:
     # Imported here: importing the gateway module must stay cheap.
     from google.rpc import error_details_pb2, status_pb2
 
-    from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2, resources_pb2
+    from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2, probes_pb2, resources_pb2
 
     # status/error_details are not imported by the contract, but
     # convert_grpc_status needs them to print google.rpc.Status details.
-    return [poet_service_pb2, resources_pb2, events_pb2, status_pb2, error_details_pb2]
+    return [poet_service_pb2, probes_pb2, resources_pb2, events_pb2, status_pb2, error_details_pb2]
 
 
 def build_descriptor_set() -> bytes:
@@ -138,12 +146,23 @@ def _split_address(address: str, what: str, *, hostname_ok: bool) -> tuple[str, 
     return host, port
 
 
-def render_config(*, grpc_address: str, http_address: str, descriptor_path: Path) -> str:
+def render_config(
+    *,
+    grpc_address: str,
+    http_address: str,
+    descriptor_path: Path,
+    openapi: Path | None = None,
+    request_timeout: float = 60.0,
+) -> str:
     """The Envoy config: REST on ``http_address``, upstream gRPC at ``grpc_address``.
 
     Addresses are "host:port" or "[ipv6]:port"; ``http_address`` must be an IP
     (or "localhost", or ":port" for all interfaces) and may use port 0.
+    ``openapi`` is the document served at /openapi.json (default: openapi_path()).
+    ``request_timeout`` limits unary REST calls (seconds); streams have no limit.
     """
+    if not request_timeout > 0:
+        raise ValueError(f"request_timeout must be positive, not {request_timeout!r}")
     grpc_host, grpc_port = _split_address(grpc_address, "gRPC", hostname_ok=True)
     if grpc_port == 0:
         raise ValueError(f"gRPC address {grpc_address!r}: port 0 is not a server's port")
@@ -156,29 +175,32 @@ def render_config(*, grpc_address: str, http_address: str, descriptor_path: Path
         http_port=http_port,
         # JSON strings are YAML strings: safe for any path.
         descriptor_path=json.dumps(str(descriptor_path)),
+        openapi_path=json.dumps(str(openapi if openapi is not None else openapi_path())),
+        request_timeout=f"{request_timeout:g}s",
     )
 
 
-def _parent_death_signal() -> object:
-    """A preexec_fn making the child receive SIGTERM when its parent dies.
+_LAUNCHER = """\
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):  # the parent died before prctl took effect
+    os._exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
-    The libc lookup happens here, in the parent: the function run between
-    fork and exec only makes one system call.
+
+def _with_parent_death_signal(command: list[str]) -> list[str]:
+    """``command`` run so that it receives SIGTERM when this process dies (Linux).
+
+    A tiny launcher sets PR_SET_PDEATHSIG and execs the command, so the pid stays
+    Envoy's. Not a preexec_fn: that forces fork() in a process running gRPC's
+    threads, whose fork handlers then crash the child now and then
+    ("epoll_wait error: Bad file descriptor", SIGABRT) before it can exec;
+    without one, subprocess uses vfork() and runs no Python in the child.
     """
     if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def set_pdeathsig() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return set_pdeathsig
+        return command
+    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(os.getpid()), *command]
 
 
 def _http_get(url: str, timeout: float) -> tuple[int, bytes]:
@@ -202,10 +224,12 @@ class EnvoyGateway:
         http_address: str,
         work_dir: Path | None = None,
         log_level: str = "warn",
+        request_timeout: float = 60.0,
     ) -> None:
         self.grpc_address = grpc_address
         self.http_address = http_address
         self.log_level = log_level
+        self.request_timeout = request_timeout
         self._work_dir = Path(work_dir) if work_dir is not None else None
         self._owns_work_dir = work_dir is None
         self._process: asyncio.subprocess.Process | None = None
@@ -272,12 +296,17 @@ class EnvoyGateway:
         with contextlib.suppress(FileNotFoundError):
             admin_address_path.unlink()
         try:
+            if not openapi_path().is_file():
+                raise GatewayError(
+                    f"the OpenAPI document {openapi_path()} is missing; run: python scripts/generate.py"
+                )
             descriptor_path.write_bytes(build_descriptor_set())
             config_path.write_text(
                 render_config(
                     grpc_address=self.grpc_address,
                     http_address=self.http_address,
                     descriptor_path=descriptor_path,
+                    request_timeout=self.request_timeout,
                 ),
                 encoding="utf-8",
             )
@@ -294,11 +323,10 @@ class EnvoyGateway:
         ]
         try:
             self._process = await asyncio.create_subprocess_exec(
-                *command,
+                *_with_parent_death_signal(command),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
-                preexec_fn=_parent_death_signal(),
             )
         except OSError as error:
             self._remove_work_dir()

@@ -14,8 +14,10 @@ from poet_grpc.core.event_router import SCHEMA_VERSION, Checkpoint
 from poet_grpc.core.feedback import Feedback, FeedbackOutcome
 from poet_grpc.core.versions import VersionDetail
 from poet_grpc.generator import DomainInfo
+from poet_grpc.integrations import DeadLetter
 
 FEEDBACK_STATUS = {"accepted": pb.accepted, "requires_update": pb.requires_update}
+DEAD_LETTER_STATUS = {"pending": pb.pending, "replayed": pb.replayed}
 VERSION_STATUS = {models.VERSION_ACTIVE: resources_pb2.active, models.VERSION_DEPRECATED: resources_pb2.deprecated}
 
 
@@ -205,9 +207,25 @@ def event(record: models.EventRecord) -> events_pb2.Event:
     )
 
 
+def _plain_value(v: struct_pb2.Value) -> Any:
+    kind = v.WhichOneof("kind")
+    if kind == "struct_value":
+        return {k: _plain_value(x) for k, x in v.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_plain_value(x) for x in v.list_value.values]
+    if kind == "null_value" or kind is None:
+        return None
+    return getattr(v, kind)
+
+
+def plain_fast(message: struct_pb2.Struct) -> dict[str, Any]:
+    """plain(message) without json_format's generic walk (PublishEvents' hot path)."""
+    return {k: _plain_value(x) for k, x in message.fields.items()}
+
+
 def event_record(message: events_pb2.Event, *, environment: str) -> models.EventRecord:
     """A published event, with the defaults the server fills in."""
-    payload = plain(message.payload)
+    payload = plain_fast(message.payload)
     source = message.source or "external"
     return models.EventRecord(
         id=message.id or str(uuid.uuid4()),
@@ -226,12 +244,57 @@ def event_record(message: events_pb2.Event, *, environment: str) -> models.Event
     )
 
 
+def dead_letter(letter: DeadLetter) -> pb.DeadLetter:
+    return pb.DeadLetter(
+        id=str(letter.id),
+        sink=letter.sink,
+        event_id=letter.event_id,
+        event_position=letter.event_position,
+        event_type=letter.event_type,
+        function_name=letter.function_name,
+        attempts=letter.attempts,
+        last_error=letter.last_error,
+        first_failure_time=timestamp(letter.first_failure_at),
+        last_failure_time=timestamp(letter.last_failure_at),
+        status=DEAD_LETTER_STATUS[letter.status],
+    )
+
+
 def stream_item(item: models.EventRecord | Checkpoint) -> pb.StreamEventsResponse:
     if isinstance(item, Checkpoint):
         return pb.StreamEventsResponse(
             checkpoint=events_pb2.StreamCheckpoint(position=item.position, caught_up=item.caught_up)
         )
     return pb.StreamEventsResponse(event=event(item))
+
+
+class StreamMessages:
+    """StreamEventsResponse per stream item, remembered for the last `size` events
+    and at most about `max_bytes` of messages (by identity: the live tail hands
+    every subscriber the same EventRecord)."""
+
+    def __init__(self, size: int = 20_000, max_bytes: int = 32 * 1024 * 1024):
+        self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._cache: dict[int, tuple[models.EventRecord, pb.StreamEventsResponse, int]] = {}
+
+    def get(self, item: models.EventRecord | Checkpoint) -> pb.StreamEventsResponse:
+        if isinstance(item, Checkpoint):
+            return stream_item(item)
+        key = id(item)
+        found = self._cache.get(key)
+        if found is not None and found[0] is item:
+            return found[1]
+        message = stream_item(item)
+        size = message.ByteSize()
+        if len(self._cache) >= self._size or self._bytes + size > self._max_bytes:
+            # Dicts keep insertion order: drop the oldest half.
+            for old in list(self._cache)[: max(1, len(self._cache) // 2)]:
+                self._bytes -= self._cache.pop(old)[2]
+        self._cache[key] = (item, message, size)
+        self._bytes += size
+        return message
 
 
 def event_filter(request: pb.ListEventsRequest | pb.StreamEventsRequest) -> models.EventFilter:

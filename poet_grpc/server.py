@@ -12,32 +12,43 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from poet_grpc._gen.poet.v1 import poet_service_pb2, poet_service_pb2_grpc
+from poet_grpc._gen.poet.v1 import poet_service_pb2, poet_service_pb2_grpc, probes_pb2, probes_pb2_grpc
 from poet_grpc.config import Settings
 from poet_grpc.core.app import Core
 from poet_grpc.interceptors import ErrorMappingInterceptor, ValidationInterceptor
+from poet_grpc.interceptors.rate_limit import RateLimitInterceptor
+from poet_grpc.probes import ProbeServicer
 from poet_grpc.servicer import PoetServicer
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = poet_service_pb2.DESCRIPTOR.services_by_name["PoetService"].full_name
+PROBE_SERVICE_NAME = probes_pb2.DESCRIPTOR.services_by_name["ProbeService"].full_name
 
 
 class PoetServer:
     """A started server. stop() is the graceful path: health turns NOT_SERVING,
     streams end, in-flight calls get the grace period, then storage closes."""
 
-    def __init__(self, server: grpc.aio.Server, core: Core, health_servicer: health.aio.HealthServicer, port: int):
+    def __init__(self, server: grpc.aio.Server, core: Core, health_servicer: health.aio.HealthServicer, port: int,
+                 probes: ProbeServicer | None = None):
         self.grpc_server = server
         self.core = core
         self.health = health_servicer
         self.port = port
+        self.probes = probes
         self._stopped = False
+
+    async def begin_shutdown(self) -> None:
+        """Readiness turns not_ready and health NOT_SERVING; calls are still served."""
+        if self.probes is not None:
+            self.probes.begin_shutdown()
+        await self.health.enter_graceful_shutdown()
 
     async def stop(self, grace: float | None = 10.0) -> None:
         if self._stopped:
             return
         self._stopped = True
-        await self.health.enter_graceful_shutdown()
+        await self.begin_shutdown()
         self.core.events.close()
         await self.grpc_server.stop(grace)
         await self.core.close()
@@ -50,17 +61,21 @@ async def create_server(settings: Settings) -> tuple[PoetServer, int]:
     """Open the store, bind settings.grpc_listen, start serving; returns the server and its bound port."""
     core = await Core.open(settings)
     server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor(), ValidationInterceptor(settings)],
+        interceptors=[ErrorMappingInterceptor(), RateLimitInterceptor(settings), ValidationInterceptor(settings)],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
     poet_service_pb2_grpc.add_PoetServiceServicer_to_server(PoetServicer(core, settings), server)
+    probes = ProbeServicer(core, settings)
+    probes_pb2_grpc.add_ProbeServiceServicer_to_server(probes, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+        [SERVICE_NAME, PROBE_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
     )
     try:
         port = server.add_insecure_port(settings.grpc_listen)
@@ -70,11 +85,17 @@ async def create_server(settings: Settings) -> tuple[PoetServer, int]:
     await server.start()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    return PoetServer(server, core, health_servicer, port), port
+    return PoetServer(server, core, health_servicer, port, probes), port
 
 
 async def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    """Run until SIGTERM/SIGINT; returns the process exit code.
+
+    Envoy starts once the gRPC server serves, with a config rendered from the
+    listen addresses. If Envoy dies, the service stops and returns 1 (no restart
+    here: the process supervisor, e.g. Kubernetes, restarts the pair, so a crash
+    loop shows). On SIGTERM, readiness turns 503 for shutdown_drain_seconds while
+    calls are still served, then gRPC drains in-flight calls, then Envoy stops."""
     from poet_grpc.gateway import EnvoyGateway, GatewayError
 
     server, port = await create_server(settings)
@@ -106,10 +127,17 @@ async def serve(settings: Settings) -> int:
                 task.cancel()
         else:
             await stop.wait()
+        if exit_code == 0 and settings.shutdown_drain_seconds > 0:
+            await server.begin_shutdown()  # /health/ready answers 503 while calls are still served
+            print(f"poet-grpc: not ready; serving {settings.shutdown_drain_seconds:g}s more", flush=True)
+            await asyncio.sleep(settings.shutdown_drain_seconds)
         print("poet-grpc: stopping (draining in-flight calls)", flush=True)
     finally:
-        if gateway is not None:
-            await gateway.stop()
-        await server.stop(settings.shutdown_grace_seconds)
+        # gRPC first, Envoy last: REST calls in flight finish through Envoy within the grace period.
+        try:
+            await server.stop(settings.shutdown_grace_seconds)
+        finally:
+            if gateway is not None:
+                await gateway.stop()
     print("poet-grpc: stopped", flush=True)
     return exit_code

@@ -18,6 +18,7 @@ class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):
     def __init__(self, core: Core, settings: Settings):
         self._core = core
         self._settings = settings
+        self._stream_messages = mapping.StreamMessages()
 
     async def Enhance(self, request: pb.EnhanceRequest, context: grpc.aio.ServicerContext) -> pb.EnhanceResponse:
         version = await self._core.enhancements.enhance(mapping.spec_from_enhance(request), request_id=request.request_id)
@@ -96,8 +97,11 @@ class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):
             live_only=request.live_only,
             checkpoint_seconds=self._settings.checkpoint_seconds,
         )
+        encode = self._stream_messages.get
         async for item in items:
-            yield mapping.stream_item(item)
+            # Events from the live tail are the same objects for every subscriber:
+            # each is converted to a message once, not once per subscriber.
+            yield encode(item)
 
     async def PublishEvents(self, request, context) -> pb.PublishEventsResponse:
         records = [mapping.event_record(e, environment=self._settings.environment) for e in request.events]
@@ -108,3 +112,13 @@ class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):
 
     async def ListDomains(self, request, context) -> pb.ListDomainsResponse:
         return pb.ListDomainsResponse(domains=[mapping.domain(d) for d in self._core.domains()])
+
+    async def ListDeadLetters(self, request, context) -> pb.ListDeadLettersResponse:
+        letters, token = await self._core.integrations.list_dead_letters(
+            request.sink, size=request.page_size, token=request.page_token
+        )
+        return pb.ListDeadLettersResponse(dead_letters=[mapping.dead_letter(d) for d in letters], next_page_token=token)
+
+    async def ReplayDeadLetters(self, request, context) -> pb.ReplayDeadLettersResponse:
+        letters = await self._core.integrations.replay(request.sink, ids=[int(i) for i in request.ids], replay_all=request.all)
+        return pb.ReplayDeadLettersResponse(dead_letters=[mapping.dead_letter(d) for d in letters])

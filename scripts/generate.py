@@ -1,7 +1,9 @@
-"""Regenerate the Python stubs from proto/ into poet_grpc/_gen/.
+"""Regenerate everything generated from proto/: the Python stubs in
+poet_grpc/_gen/ and the gateway's OpenAPI document gateway/openapi.json
+(scripts/openapi.py).
 
-    python scripts/generate.py          # write the stubs
-    python scripts/generate.py --check  # exit 1 if the committed stubs are stale
+    python scripts/generate.py          # write them
+    python scripts/generate.py --check  # exit 1 if anything committed is stale
 
 protoc writes absolute imports (``from poet.v1 import ...``); they are
 rewritten to ``poet_grpc._gen.poet.v1`` so the stubs live inside the package
@@ -65,12 +67,21 @@ def generate() -> dict[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="fail if poet_grpc/_gen differs from the protos")
+    parser.add_argument("--check", action="store_true",
+                        help="fail if poet_grpc/_gen or gateway/openapi.json differs from the protos")
     args = parser.parse_args()
+    import openapi  # scripts/openapi.py, next to this file
+
+    stubs = _stubs(args.check)
+    document = openapi.run(check=args.check)
+    return stubs or document
+
+
+def _stubs(check: bool) -> int:
     wanted = generate()
     present = {str(p.relative_to(GEN_DIR)): p.read_text() for p in GEN_DIR.rglob("*") if p.is_file()} if GEN_DIR.exists() else {}
     present = {k: v for k, v in present.items() if "__pycache__" not in k}
-    if args.check:
+    if check:
         stale = sorted(k for k in wanted.keys() | present.keys() if wanted.get(k) != present.get(k))
         for name in stale:
             diff = difflib.unified_diff(present.get(name, "").splitlines(), wanted.get(name, "").splitlines(), name, name, lineterm="", n=1)

@@ -8,10 +8,11 @@ from poet_grpc import generator
 from poet_grpc.config import Settings, learning_policy
 from poet_grpc.core.db import Database
 from poet_grpc.core.enhancement import EnhancementService
-from poet_grpc.core.event_router import EventRouter
+from poet_grpc.core.event_router import EventRouter, Retention
 from poet_grpc.core.feedback import FeedbackService
 from poet_grpc.core.learning_loop import LearningLoop
 from poet_grpc.core.versions import VersionCatalog
+from poet_grpc.integrations import Integrations, load_sinks
 
 
 @dataclass
@@ -22,10 +23,13 @@ class Core:
     versions: VersionCatalog
     feedback: FeedbackService
     learning: LearningLoop
+    integrations: Integrations
+    retention: Retention | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> "Core":
-        """Open the store and start the learning loop."""
+        """Open the store and start the learning loop and the integrations."""
+        sinks = load_sinks(settings.sinks_file)  # a bad sinks file stops startup here
         db = await Database.open(settings.db, synchronous=settings.sqlite_synchronous)
         events = EventRouter(db, environment=settings.environment)
         llm = None
@@ -46,8 +50,15 @@ class Core:
             versions=VersionCatalog(db, events),
             feedback=FeedbackService(events, learning),
             learning=learning,
+            integrations=Integrations(db, events, sinks),
         )
+        await events.start()
         learning.start()
+        core.integrations.start()
+        core.retention = Retention(
+            db, days=settings.retention_days, interval=settings.retention_check_seconds, on_trim=events.forget_before
+        )
+        core.retention.start()
         return core
 
     @staticmethod
@@ -56,6 +67,9 @@ class Core:
 
     async def close(self) -> None:
         self.events.close()
+        if self.retention is not None:
+            await self.retention.stop()
         await self.learning.stop()
+        await self.integrations.stop()
         self.enhancements.close()
         await self.db.close()

@@ -69,3 +69,25 @@ class Unavailable(PoetError):
         if reason:
             self.reason = reason
         super().__init__(message)
+
+
+class RateLimited(PoetError):
+    """The caller sent more requests than its rate allows; retry after retry_after seconds."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: float, metadata: dict[str, str] | None = None):
+        self.retry_after = retry_after
+        super().__init__(message, metadata=metadata)
+
+
+class OutOfRange(PoetError):
+    """A position outside what the log holds (e.g. older than its retention);
+    metadata says where to restart."""
+
+    reason = "OUT_OF_RANGE"
+
+    def __init__(self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None):
+        if reason:
+            self.reason = reason
+        super().__init__(message, metadata=metadata)

@@ -1,27 +1,38 @@
 """The event log as the rest of the core sees it: append, list, and tail.
 
-Streams are a tail of the log: a subscriber reads everything after its
-position straight from the store, in position order, then sleeps until an
-append wakes it. Reading from the log (not from an in-memory queue) is what
-makes delivery gap-free and ordered, and a slow subscriber costs no memory.
+Appends go through the database's group commit: concurrent callers share one
+transaction and one fsync, and each is answered after the commit holding its
+events. Streams are a tail of the log: a subscriber first reads its backlog from
+the store, then is fed from an in-memory tail (a bounded list of the events this
+process committed most recently, in position order), so a hundred subscribers
+cost no SQLite reads. A subscriber that falls behind the tail (slow, or far
+back) reads the log again until it catches up: no per-subscriber queue, so a
+slow subscriber costs no memory and loses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, TypeVar
 
 from poet_grpc.core.db import Database
+from poet_grpc.core.errors import OutOfRange
 from poet_grpc.core.models import AppendResult, EventFilter, EventRecord
 from poet_grpc.core.paging import decode_token, encode_token, page_size
 from poet_grpc.store import Store
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 SCHEMA_VERSION = "1.0"
 SERVICE_NAME = "poet"
+TAIL_EVENTS = 10_000
+"""Recent events kept in memory for live subscribers (between this and twice it)..."""
+TAIL_BYTES = 32 * 1024 * 1024
+"""... and at most about twice this many bytes of them (as stored)."""
 
 
 @dataclass(frozen=True)
@@ -32,13 +43,60 @@ class Checkpoint:
     caught_up: bool
 
 
+def matcher(flt: EventFilter) -> Callable[[EventRecord], bool]:
+    """The filter as a predicate, the same as the store's query (type patterns:
+    a trailing "*" matches any rest, so "drift.*" is every drift.<x> type)."""
+    checks: list[Callable[[EventRecord], bool]] = []
+    if flt.function_name:
+        checks.append(lambda e, v=flt.function_name: e.function_name == v)
+    if flt.correlation_id:
+        checks.append(lambda e, v=flt.correlation_id: e.correlation_id == v)
+    if flt.event_type.endswith("*"):
+        checks.append(lambda e, v=flt.event_type[:-1]: e.type.startswith(v))
+    elif flt.event_type:
+        checks.append(lambda e, v=flt.event_type: e.type == v)
+    if flt.start_time is not None:
+        checks.append(lambda e, v=float(flt.start_time): e.timestamp >= v)
+    if flt.end_time is not None:
+        checks.append(lambda e, v=float(flt.end_time): e.timestamp < v)
+    if not checks:
+        return lambda e: True
+    if len(checks) == 1:
+        return checks[0]
+    return lambda e: all(check(e) for check in checks)
+
+
+def _expired(position: int, start: int) -> OutOfRange:
+    return OutOfRange(
+        f"position {position} is older than the log's retention; the earliest event still "
+        f"logged is at position {start}: resume from after_position {start - 1} (or 0)",
+        reason="POSITION_EXPIRED",
+        metadata={"earliest_position": str(start), "resume_after_position": str(start - 1),
+                  "requested_position": str(position)},
+    )
+
+
 class EventRouter:
-    def __init__(self, db: Database, *, environment: str, read_batch: int = 500):
+    def __init__(self, db: Database, *, environment: str, read_batch: int = 500, tail_events: int = TAIL_EVENTS,
+                 tail_bytes: int = TAIL_BYTES):
         self._db = db
         self._environment = environment
         self._read_batch = read_batch
+        self._tail_events = tail_events
+        self._tail_bytes_limit = tail_bytes
+        self._tail_sizes: list[int] = []
+        self._tail_bytes = 0
         self._changed = asyncio.Event()
         self._closed = False
+        self._started = False
+        self._tail: list[EventRecord] = []
+        self._tail_first = 1
+        """Position of self._tail[0]."""
+        self._last = 0
+        """The last committed position this process knows of."""
+        self._log_start = 1
+        """The first position retention has kept (as far as this process knows)."""
+        db.on_commit(self._on_commit)
 
     def new_event(
         self,
@@ -67,11 +125,9 @@ class EventRouter:
         return {"version": SCHEMA_VERSION, "service": SERVICE_NAME, "environment": self._environment}
 
     async def commit(self, transaction: Callable[[Store], T]) -> T:
-        """Run a store transaction that may append events, then wake the streams."""
-        try:
-            return await self._db.call(transaction)
-        finally:
-            self._notify()
+        """Run a store transaction that may read and append events, atomically;
+        returns once it is committed (group-committed with concurrent ones)."""
+        return await self._db.write(transaction)
 
     async def append(self, events: list[EventRecord]) -> list[AppendResult]:
         """Append a batch atomically; duplicates by id are reported, not appended."""
@@ -82,48 +138,183 @@ class EventRouter:
         filters = [flt.function_name, flt.event_type, flt.correlation_id, flt.start_time, flt.end_time]
         after = decode_token(token, filters)
         limit = page_size(size, default=100, maximum=1000)
-        events, _ = await self._db.call(lambda store: store.read_events(after, flt, limit + 1))
+        events, _, start = await self._db.call(
+            lambda store: (*store.read_events(after, flt, limit + 1), store.log_start())
+        )
+        if after and after + 1 < start:
+            raise _expired(after, start)
         if len(events) > limit:
             return events[:limit], encode_token(events[limit - 1].position, filters)
         return events, ""
+
+    async def start(self) -> None:
+        """Learn where the log ends (once; subscribe does it when needed)."""
+        if self._started:
+            return
+        last, log_start = await self._db.call(lambda store: (store.last_position(), store.log_start()))
+        if not self._started:
+            self._started = True
+            self._log_start = max(self._log_start, log_start)
+            self._last = max(self._last, last)
+            if not self._tail:
+                self._tail_first = self._last + 1
 
     async def subscribe(
         self, flt: EventFilter, *, after_position: int = 0, live_only: bool = False, checkpoint_seconds: float = 10.0
     ) -> AsyncIterator[EventRecord | Checkpoint]:
         """Every matching event after the position, backlog first, then live ones.
 
-        Yields a caught-up Checkpoint when the backlog is exhausted and another
-        every checkpoint_seconds while idle. Ends when the router closes.
+        Yields a caught-up Checkpoint when the backlog is exhausted, and another
+        every checkpoint_seconds (while idle, or while only non-matching events
+        pass). Ends when the router closes. OutOfRange if after_position is older
+        than the log's retention (0 always means: from the start of what is kept).
         """
+        await self.start()
         position = after_position
         if live_only:
-            position = await self._db.call(lambda store: store.last_position())
+            position = max(self._last, await self._db.call(lambda store: store.last_position()))
+        match = matcher(flt)
         announced = False
+        checkpointed = time.monotonic()
         while not self._closed:
             changed = self._changed  # taken before reading, so no append is missed
-            events, considered = await self._db.call(
-                lambda store: store.read_events(position, flt, self._read_batch)
-            )
-            for event in events:
-                yield event
-            if events:
-                position = events[-1].position
-            if len(events) == self._read_batch:
-                continue  # more backlog to read
-            position = max(position, considered)
+            if position + 1 < self._log_start:
+                if position or after_position:
+                    raise _expired(position, self._log_start)
+                position = self._log_start - 1  # 0: from the start of what is kept
+            if position < self._last:
+                index = position + 1 - self._tail_first
+                if 0 <= index < len(self._tail):
+                    # Live: from the in-memory tail (shared by every subscriber).
+                    chunk = self._tail[index:index + self._read_batch]
+                    for event in chunk:
+                        if match(event):
+                            yield event
+                        position = event.position
+                else:
+                    # Behind the tail: read the log.
+                    events, considered, start = await self._db.call(
+                        lambda store, at=position: (*store.read_events(at, flt, self._read_batch), store.log_start())
+                    )
+                    if position and position + 1 < start:
+                        raise _expired(position, start)
+                    for event in events:
+                        yield event
+                        position = event.position
+                    if len(events) < self._read_batch:
+                        position = max(position, considered)
+                    self._last = max(self._last, considered)
+                if time.monotonic() - checkpointed >= checkpoint_seconds:
+                    checkpointed = time.monotonic()
+                    yield Checkpoint(position, caught_up=position >= self._last)
+                continue
             if not announced:
                 announced = True
+                checkpointed = time.monotonic()
                 yield Checkpoint(position, caught_up=True)
             try:
-                await asyncio.wait_for(changed.wait(), checkpoint_seconds)
+                async with asyncio.timeout(checkpoint_seconds):  # a timer, not a task per wait
+                    await changed.wait()
             except TimeoutError:
-                yield Checkpoint(position, caught_up=True)
+                # Idle: also look at the store, in case something was appended
+                # outside the group commit (it is then read from the log).
+                self._last = max(self._last, await self._db.call(lambda store: store.last_position()))
+                if position >= self._last:
+                    checkpointed = time.monotonic()
+                    yield Checkpoint(position, caught_up=True)
 
     def close(self) -> None:
         """End every stream (at shutdown)."""
         self._closed = True
         self._notify()
 
+    def forget_before(self, log_start: int) -> None:
+        """Retention deleted every position before log_start: drop them from the tail."""
+        self._log_start = max(self._log_start, log_start)
+        self._drop_tail(min(len(self._tail), self._log_start - self._tail_first))
+
+    def _drop_tail(self, drop: int) -> None:
+        if drop > 0:
+            self._tail_bytes -= sum(self._tail_sizes[:drop])
+            del self._tail[:drop]
+            del self._tail_sizes[:drop]
+            self._tail_first += drop
+
+    def _on_commit(self, events: list[EventRecord], sizes: list[int]) -> None:
+        """A group committed these events (in position order): extend the tail."""
+        first = events[0].position
+        if first != self._tail_first + len(self._tail):
+            # Not contiguous with the tail (e.g. before start()): begin a new tail;
+            # subscribers behind it read the log.
+            self._tail, self._tail_sizes, self._tail_bytes = [], [], 0
+            self._tail_first = first
+        self._tail.extend(events)
+        self._tail_sizes.extend(sizes)
+        self._tail_bytes += sum(sizes)
+        if len(self._tail) > 2 * self._tail_events or self._tail_bytes > 2 * self._tail_bytes_limit:
+            # Trim back to the limits (amortised: once per limit's worth of events).
+            drop, kept_bytes = 0, self._tail_bytes
+            while drop < len(self._tail) - 1 and (
+                len(self._tail) - drop > self._tail_events or kept_bytes > self._tail_bytes_limit
+            ):
+                kept_bytes -= self._tail_sizes[drop]
+                drop += 1
+            self._drop_tail(drop)
+        self._last = max(self._last, events[-1].position)
+        self._notify()
+
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+
+class Retention:
+    """Background job: trims events older than `days` from the start of the log,
+    in small batches, every `interval` seconds."""
+
+    def __init__(self, db: Database, *, days: float, interval: float = 60.0, batch: int = 1000,
+                 on_trim: Callable[[int], None] | None = None):
+        self._db = db
+        self._on_trim = on_trim
+        self._days = days
+        self._interval = interval
+        self._batch = batch
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._days > 0:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="poet-retention")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def run_once(self, now: float | None = None) -> int:
+        """Trim everything expired now; returns how many events were deleted."""
+        cutoff = (time.time() if now is None else now) - self._days * 86400
+        total = 0
+        while True:
+            deleted, start = await self._db.write(
+                lambda store: (store.trim_log(cutoff, self._batch), store.log_start())
+            )
+            total += deleted
+            if deleted and self._on_trim is not None:
+                self._on_trim(start)
+            if deleted < self._batch:
+                return total
+            await asyncio.sleep(0)  # let other writes in between batches
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                deleted = await self.run_once()
+                if deleted:
+                    log.info("retention: deleted %d events older than %g days", deleted, self._days)
+            except Exception:  # noqa: BLE001 - try again next time
+                log.exception("retention job failed")

@@ -22,10 +22,11 @@ from collections import defaultdict
 from dataclasses import replace
 
 from poet_grpc.core import learning
+from poet_grpc.core.consumer import consume
 from poet_grpc.core.db import Database
 from poet_grpc.core.enhancement import EnhancementService, Regeneration
-from poet_grpc.core.event_router import Checkpoint, EventRouter
-from poet_grpc.core.models import EventFilter, EventRecord, FunctionVersion
+from poet_grpc.core.event_router import EventRouter
+from poet_grpc.core.models import EventRecord, FunctionVersion
 from poet_grpc.core.versions import describe_changes
 from poet_grpc.store import Store
 
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 CONSUMER = "learning"
 SOURCE = "poet.learning_engine"
 _DERIVED = uuid.UUID("6f1d3b52-9a51-4c58-9d7e-2f3b5d0c7a10")
-_SAVE_EVERY = 200
 
 
 def derived_id(trigger: EventRecord, event_type: str) -> str:
@@ -152,19 +152,11 @@ class LearningLoop:
             self._task = None
 
     async def _consume(self) -> None:
-        saved = position = await self._db.call(lambda store: store.consumer_position(CONSUMER))
-        async for item in self._router.subscribe(EventFilter(), after_position=position, checkpoint_seconds=5.0):
-            if isinstance(item, Checkpoint):
-                position = item.position
-            else:
-                try:
-                    await self._react(item)
-                except Exception:  # noqa: BLE001 - one bad event must not stop learning
-                    log.exception("learning loop failed on event %s (%s)", item.id, item.type)
-                position = item.position
-            if position - saved >= _SAVE_EVERY or (isinstance(item, Checkpoint) and position > saved):
-                await self._db.call(lambda store, at=position: store.set_consumer_position(CONSUMER, at))
-                saved = position
+        async def handle(event: EventRecord) -> bool:
+            await self._react(event)
+            return False  # everything it does is in the log, with replay-safe ids
+
+        await consume(self._db, self._router, CONSUMER, handle)
 
     async def _react(self, event: EventRecord) -> None:
         if event.type == "drift.detected":
@@ -174,7 +166,7 @@ class LearningLoop:
             if unhelpful is not None:
                 await self._router.append([unhelpful])
             await self._review_execution(event)
-        elif event.type == "feedback.human_validation":
+        elif event.type in ("feedback.human_validation", "feedback.alert_resolved", "feedback.mlflow_validation"):
             await self._review_execution(event)
         elif event.type == "function.execution":
             version = event.payload.get("version") or ""

@@ -124,6 +124,11 @@ def _stream_start(m: pb.StreamEventsRequest, s: Settings) -> Iterator[FieldViola
         yield FieldViolation("live_only", "cannot be combined with after_position")
 
 
+def _type_pattern(m: pb.ListEventsRequest | pb.StreamEventsRequest, s: Settings) -> Iterator[FieldViolation]:
+    if "*" in m.event_type[:-1]:
+        yield FieldViolation("event_type", 'a type, or a prefix ending in "*" like drift.*; "*" only at the end')
+
+
 def _published_events(m: pb.PublishEventsRequest, s: Settings) -> Iterator[FieldViolation]:
     if not m.events:
         yield FieldViolation("events", "at least one event is required")
@@ -146,6 +151,18 @@ def _published_events(m: pb.PublishEventsRequest, s: Settings) -> Iterator[Field
         size = event.ByteSize()
         if size > s.max_event_bytes:
             yield FieldViolation(where, f"is {size} bytes; the limit is {s.max_event_bytes}")
+
+
+def _replay_selection(m: pb.ReplayDeadLettersRequest, s: Settings) -> Iterator[FieldViolation]:
+    if not m.ids and not m.all:
+        yield FieldViolation("ids", "give the dead letters to replay, or all: true")
+    if m.ids and m.all:
+        yield FieldViolation("all", "cannot be combined with ids")
+    if len(m.ids) > 1000:
+        yield FieldViolation("ids", "at most 1000 ids per call")
+    for i, value in enumerate(m.ids[:1000]):
+        if not (value.isascii() and value.isdigit()) or len(value) > 18:  # "²".isdigit() is True
+            yield FieldViolation(f"ids[{i}]", f"must be a dead letter id (a number), got {value[:40]!r}")
 
 
 RULES: dict[type[Message], list[Rule]] = {
@@ -199,6 +216,7 @@ RULES: dict[type[Message], list[Rule]] = {
     pb.ListEventsRequest: [
         *function_name(optional=True),
         max_length("event_type", 200),
+        _type_pattern,
         max_length("correlation_id", MAX_ID),
         non_negative("page_size", "limit"),
         _time_range,
@@ -206,11 +224,14 @@ RULES: dict[type[Message], list[Rule]] = {
     pb.StreamEventsRequest: [
         *function_name(optional=True),
         max_length("event_type", 200),
+        _type_pattern,
         max_length("correlation_id", MAX_ID),
         non_negative("after_position"),
         _stream_start,
     ],
     pb.PublishEventsRequest: [_published_events],
+    pb.ListDeadLettersRequest: [max_length("sink", 64), non_negative("page_size")],
+    pb.ReplayDeadLettersRequest: [required("sink"), max_length("sink", 64), _replay_selection],
 }
 
 

@@ -142,9 +142,35 @@ def _002_learning(db: Database) -> None:
     db.table("consumers").create({"name": str, "position": int}, pk="name", not_null=["position"])
 
 
+def _003_dead_letters(db: Database) -> None:
+    # Events an outbound sink gave up on (integrations). Consumer state, not a
+    # projection: a rebuild keeps it. status: pending, replayed.
+    db.table("dead_letters").create(
+        {
+            "id": int,
+            "sink": str,
+            "event_id": str,
+            "event_position": int,
+            "event_type": str,
+            "function_name": str,
+            "attempts": int,
+            "last_error": str,
+            "first_failure_at": float,
+            "last_failure_at": float,
+            "status": str,
+        },
+        pk="id",
+        not_null=["sink", "event_id", "event_position", "event_type", "function_name", "attempts",
+                  "last_error", "first_failure_at", "last_failure_at", "status"],
+        defaults={"function_name": "", "last_error": "", "status": "pending"},
+    )
+    db.table("dead_letters").create_index(["sink", "id"], index_name="dead_letters_by_sink")
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "event log and projections", _001_event_log_and_projections),
     (2, "learning: execution evidence, drift verdicts, consumer positions", _002_learning),
+    (3, "integrations: dead letters of outbound sinks", _003_dead_letters),
 ]
 
 

@@ -30,6 +30,8 @@ MONITORING_COMPLETED = "monitoring.completed"
 ALERT_CREATE_EXTERNAL = "alert.create_external"
 HUMAN_VALIDATION = "feedback.human_validation"
 MODEL_RETRAINED = "feedback.model_retrained"
+ALERT_RESOLVED = "feedback.alert_resolved"
+MLFLOW_VALIDATION = "feedback.mlflow_validation"
 
 # Errors an enhanced function retries (Operate); counted apart to guide learning.
 TRANSIENT_ERRORS = frozenset({"ConnectionError", "ConnectionResetError", "ConnectionRefusedError",
@@ -324,6 +326,25 @@ def _on_model_retrained(db: Database, event: EventRecord) -> None:
     )
 
 
+def _on_external_verdict(db: Database, event: EventRecord) -> None:
+    # Integrations (seed 002): a resolved PagerDuty alert that was a false alarm, or an
+    # MLflow tag, is a drift verdict too, unless the detection already has one.
+    execution_id = _execution_for(db, event)
+    if execution_id is None:
+        return
+    p = event.payload
+    if event.type == ALERT_RESOLVED:
+        verdict = "confirmed" if p.get("was_useful", True) else "false_positive"
+    else:
+        verdict = {"false_positive": "false_positive", "confirmed_drift": "confirmed"}.get(p.get("validation_type"))
+        if verdict is None:
+            return
+    db.execute(
+        "UPDATE ml_executions SET verdict = ? WHERE execution_id = ? AND verdict = '' AND drift_detected = 1",
+        (verdict, execution_id),
+    )
+
+
 HANDLERS: dict[str, Handler] = {
     ENHANCEMENT_COMPLETED: _on_enhancement_completed,
     FUNCTION_FEEDBACK: _on_function_feedback,
@@ -336,4 +357,6 @@ HANDLERS: dict[str, Handler] = {
     ALERT_CREATE_EXTERNAL: _on_alert,
     HUMAN_VALIDATION: _on_human_validation,
     MODEL_RETRAINED: _on_model_retrained,
+    ALERT_RESOLVED: _on_external_verdict,
+    MLFLOW_VALIDATION: _on_external_verdict,
 }

@@ -12,7 +12,7 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,8 @@ class Store:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
         self._path = Path(path)
         self._depth = 0  # atomic() nesting; 0 = no transaction of ours
+        self._appended: list[tuple[EventRecord, int]] | None = None  # (event, bytes), by run_group
+        self._inserted_bytes = 0
         try:
             # isolation_level=None: the driver opens no implicit transactions,
             # atomic() issues BEGIN/COMMIT. check_same_thread=False: the thread that
@@ -106,6 +108,7 @@ class Store:
                 raise StoreError(f"cannot enable WAL on {self._path}")
             # Per connection, so set on every open.
             conn.execute(f"PRAGMA synchronous = {mode}")
+            self._synchronous = mode
             self._schema_version = _migrations.migrate(self._db, self.atomic)
         except sqlite3.Error as exc:
             conn.close()
@@ -184,37 +187,103 @@ class Store:
         results: list[AppendResult] = []
         if not events:
             return results
+        mark = len(self._appended) if self._appended is not None else 0
+        try:
+            return self._append_events(events, results)
+        except BaseException:
+            if self._appended is not None:
+                del self._appended[mark:]  # rolled back with the batch
+            raise
+
+    def _append_events(self, events: Sequence[EventRecord], results: list[AppendResult]) -> list[AppendResult]:
         with self.atomic():
+            # Max + 1 under the write lock, once per batch: gap-free, and a
+            # rolled-back insert frees its positions.
+            position = self._db.execute(
+                "SELECT COALESCE(MAX(position), 0) FROM events"
+            ).fetchone()[0]
+            conn = self._db.conn
+            known: dict[str, int] = {}  # id -> position, of the ids already logged
+            for start in range(0, len(events), 500):
+                ids = [event.id for event in events[start:start + 500]]
+                known.update(conn.execute(
+                    f"SELECT id, position FROM events WHERE id IN ({','.join('?' * len(ids))})", ids
+                ).fetchall())
             for event in events:
-                existing = self._db.execute(
-                    "SELECT position FROM events WHERE id = ?", (event.id,)
-                ).fetchone()
-                if existing:
-                    results.append(AppendResult(event.id, existing[0], duplicate=True))
+                existing = known.get(event.id)
+                if existing is not None:
+                    results.append(AppendResult(event.id, existing, duplicate=True))
                     continue
-                stored = self._insert_event(event)
-                _projector.apply(self._db, stored)
-                results.append(AppendResult(event.id, stored.position, duplicate=False))
+                position += 1
+                stored = self._insert_event(event, position)
+                known[event.id] = position
+                if event.type in _projector.HANDLERS:
+                    _projector.apply(self._db, stored)
+                if self._appended is not None:
+                    self._appended.append((stored, self._inserted_bytes))
+                results.append(AppendResult(event.id, position, duplicate=False))
         return results
 
-    def _insert_event(self, event: EventRecord) -> EventRecord:
+    def run_group(
+        self, transactions: Sequence[Any]
+    ) -> tuple[list[tuple[bool, Any]], list[tuple[EventRecord, int]]]:
+        """Group commit: run each transaction (a callable taking the store) in one
+        outer transaction, each inside its own savepoint, and commit once (one fsync
+        for all of them).
+
+        Returns ((ok, result-or-exception) per transaction, (event, stored bytes) of
+        the events the committed ones appended, in position order). A transaction that raises undoes only
+        its own work; if the commit itself fails, every transaction fails with it.
+        """
+        outcomes: list[tuple[bool, Any]] = []
+        self._appended = appended = []
+        try:
+            with self.atomic():
+                for transaction in transactions:
+                    mark = len(appended)
+                    try:
+                        with self.atomic():
+                            outcomes.append((True, transaction(self)))
+                    except Exception as exc:  # noqa: BLE001 - delivered to its caller
+                        del appended[mark:]
+                        outcomes.append((False, exc))
+                        if not self._db.conn.in_transaction:
+                            # The error ended the whole transaction: nothing before it
+                            # is committed either.
+                            raise
+        except Exception as exc:  # noqa: BLE001
+            failure = exc if isinstance(exc, StoreError) else StoreError(f"group commit failed: {exc}")
+            done = len(outcomes)
+            outcomes = [
+                (False, result if not ok and i == done - 1 else failure)
+                for i, (ok, result) in enumerate(outcomes)
+            ]
+            outcomes += [(False, failure)] * (len(transactions) - done)
+            return outcomes, []
+        finally:
+            self._appended = None
+        return outcomes, appended
+
+    def _insert_event(self, event: EventRecord, position: int) -> EventRecord:
         try:
             payload = json.dumps(event.payload)
             metadata = json.dumps(event.metadata)
         except (TypeError, ValueError) as exc:
             raise StoreError(f"event {event.id!r} is not JSON-serializable: {exc}") from exc
-        # Max + 1 under the write lock: gap-free, and a rolled-back insert frees it.
-        position = self._db.execute(
-            "SELECT COALESCE(MAX(position), 0) + 1 FROM events"
-        ).fetchone()[0]
-        self._db.execute(
+        self._inserted_bytes = len(payload) + len(metadata) + len(event.id) + len(event.type)
+        self._db.conn.execute(
             f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (position, event.id, event.type, event.source, float(event.timestamp),
              event.function_name, event.correlation_id, event.causation_id, payload, metadata),
         )
-        # Project what was stored (JSON round-trip included), exactly as a replay will.
-        return replace(event, payload=json.loads(payload), metadata=json.loads(metadata),
-                       position=position)
+        # Project (and stream) what was stored (JSON round-trip included), exactly as
+        # a replay will.
+        return EventRecord(
+            id=event.id, type=event.type, source=event.source, timestamp=float(event.timestamp),
+            payload=json.loads(payload), correlation_id=event.correlation_id,
+            causation_id=event.causation_id, metadata=json.loads(metadata),
+            function_name=event.function_name, position=position,
+        )
 
     @_sqlite_errors
     def read_events(
@@ -230,12 +299,21 @@ class Store:
         params: list[Any] = [after_position, last]
         for column, value in (
             ("function_name", flt.function_name),
-            ("type", flt.event_type),
             ("correlation_id", flt.correlation_id),
         ):
             if value:
                 clauses.append(f"{column} = ?")
                 params.append(value)
+        if flt.event_type.endswith("*"):
+            # A type pattern: "drift.*" is every type starting with "drift.", as a
+            # range on the type index.
+            prefix = flt.event_type[:-1]
+            if prefix:
+                clauses.append("type >= ? AND type < ?")
+                params += [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
+        elif flt.event_type:
+            clauses.append("type = ?")
+            params.append(flt.event_type)
         if flt.start_time is not None:
             clauses.append("timestamp >= ?")
             params.append(float(flt.start_time))
@@ -255,6 +333,33 @@ class Store:
     @_sqlite_errors
     def last_position(self) -> int:
         return self._db.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
+
+    @_sqlite_errors
+    def log_start(self) -> int:
+        """The first position still in the log: 1 until retention trims the log."""
+        return self._db.execute("SELECT COALESCE(MIN(position), 1) FROM events").fetchone()[0]
+
+    @_sqlite_errors
+    def trim_log(self, older_than: float, limit: int = 1000) -> int:
+        """Retention: delete up to `limit` events from the start of the log, in log
+        order, while their timestamp is before `older_than`; stop at the first newer
+        one, so the log stays a gap-free run of positions. The last event is always
+        kept, so the next position (max + 1) never goes back. Returns how many were
+        deleted."""
+        with self.atomic():
+            rows = self._db.execute(
+                "SELECT position, timestamp FROM events WHERE position < (SELECT MAX(position) FROM events) "
+                "ORDER BY position LIMIT ?",
+                (limit,),
+            ).fetchall()
+            cut = 0
+            for position, timestamp in rows:
+                if timestamp >= older_than:
+                    break
+                cut = position
+            if not cut:
+                return 0
+            return self._db.execute("DELETE FROM events WHERE position <= ?", (cut,)).rowcount
 
     @_sqlite_errors
     def get_event(self, event_id: str) -> EventRecord | None:
@@ -382,12 +487,69 @@ class Store:
     @_sqlite_errors
     def set_consumer_position(self, name: str, position: int) -> None:
         """Record the consumer's progress (joins an outer atomic(), so progress and
-        the events it derived commit together)."""
+        the events it derived commit together).
+
+        On its own (outside a transaction) it commits without an fsync of its own
+        (synchronous=NORMAL for that commit): it survives a crash of the process, and
+        the next durable commit fsyncs it; only a power loss before then can take the
+        consumer back to its previous position, and consumers replay idempotently.
+        Consumers save often, and an fsync each would stall the log's writer."""
+        relaxed = self._depth == 0 and self._synchronous == "FULL"
+        if relaxed:
+            self._db.conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            with self.atomic():
+                self._db.execute(
+                    "INSERT INTO consumers (name, position) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                    (name, position),
+                )
+        finally:
+            if relaxed:
+                self._db.conn.execute("PRAGMA synchronous = FULL")
+
+    # -- dead letters (integrations) ---------------------------------------
+
+    @_sqlite_errors
+    def add_dead_letter(self, sink: str, event: EventRecord, *, attempts: int, error: str,
+                        first_failure_at: float, last_failure_at: float) -> int:
+        """Record an event a sink gave up on; its id."""
+        with self.atomic():
+            cursor = self._db.execute(
+                "INSERT INTO dead_letters (sink, event_id, event_position, event_type, function_name, attempts, "
+                "last_error, first_failure_at, last_failure_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                (sink, event.id, event.position, event.type, event.function_name, attempts, error,
+                 first_failure_at, last_failure_at),
+            )
+            return cursor.lastrowid
+
+    @_sqlite_errors
+    def list_dead_letters(self, sink: str, after_id: int, limit: int, *, ids: Sequence[int] = (),
+                          pending_only: bool = False) -> list[dict[str, Any]]:
+        """Dead letters by id (oldest first), of one sink or ("") all."""
+        clauses, params = ["id > ?"], [after_id]
+        if sink:
+            clauses.append("sink = ?")
+            params.append(sink)
+        if ids:
+            clauses.append(f"id IN ({', '.join('?' * len(ids))})")
+            params.extend(ids)
+        if pending_only:
+            clauses.append("status = 'pending'")
+        return list(self._db.query(
+            f"SELECT * FROM dead_letters WHERE {' AND '.join(clauses)} ORDER BY event_position, id LIMIT ?"
+            if pending_only else f"SELECT * FROM dead_letters WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
+            [*params, limit],
+        ))
+
+    @_sqlite_errors
+    def update_dead_letter(self, dead_letter_id: int, *, status: str, attempts: int, error: str,
+                           failed_at: float | None) -> None:
         with self.atomic():
             self._db.execute(
-                "INSERT INTO consumers (name, position) VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                (name, position),
+                "UPDATE dead_letters SET status = ?, attempts = ?, last_error = ?, "
+                "last_failure_at = COALESCE(?, last_failure_at) WHERE id = ?",
+                (status, attempts, error, failed_at, dead_letter_id),
             )
 
     # -- maintenance -------------------------------------------------------

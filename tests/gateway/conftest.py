@@ -20,6 +20,8 @@ from poet_grpc._gen.poet.v1 import (
 )
 from poet_grpc.gateway import EnvoyGateway
 
+from gateway_support import RealService, start_real_service, stop_real_service
+
 
 def _any(message) -> any_pb2.Any:
     packed = any_pb2.Any()
@@ -122,3 +124,13 @@ async def gateway(grpc_address: str) -> AsyncIterator[EnvoyGateway]:
 @pytest.fixture
 def base_url(gateway: EnvoyGateway) -> str:
     return f"http://127.0.0.1:{gateway.http_port}"
+
+
+# -- the real service: create_server() (store, core, interceptors) behind a real Envoy --
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def real_service(tmp_path_factory) -> AsyncIterator[RealService]:
+    """Shared by a module's tests: idle streams get a checkpoint every 0.3 s."""
+    service = await start_real_service(tmp_path_factory.mktemp("real"), checkpoint_seconds=0.3)
+    yield service
+    await stop_real_service(service)

@@ -193,3 +193,29 @@ async def test_not_ready_in_time_is_a_gateway_error_and_leaves_nothing() -> None
     assert gateway.pid is not None
     assert await _until_gone(gateway.pid)
     assert gateway.work_dir is None
+
+
+def test_render_config_serves_the_openapi_document_and_times_out_unary_calls_only(tmp_path: Path) -> None:
+    from poet_grpc.gateway import openapi_path
+
+    config = render_config(grpc_address="127.0.0.1:50051", http_address="127.0.0.1:8080",
+                           descriptor_path=tmp_path / "poet.pb", request_timeout=2.5)
+    assert f'body: {{filename: "{openapi_path()}"}}' in config
+    assert config.count("timeout: 2.5s") == 1  # the unary catch-all route
+    assert config.count("match_incoming_request_route: true") == 2  # else routes see gRPC paths
+    custom = render_config(grpc_address="127.0.0.1:50051", http_address="127.0.0.1:8080",
+                           descriptor_path=tmp_path / "poet.pb", openapi=tmp_path / "doc.json")
+    assert f'body: {{filename: "{tmp_path}/doc.json"}}' in custom
+    with pytest.raises(ValueError, match="request_timeout"):
+        render_config(grpc_address="127.0.0.1:50051", http_address="127.0.0.1:8080",
+                      descriptor_path=tmp_path / "poet.pb", request_timeout=0)
+
+
+async def test_missing_openapi_document_is_a_gateway_error(monkeypatch, tmp_path: Path) -> None:
+    import poet_grpc.gateway as gateway_module
+
+    monkeypatch.setattr(gateway_module, "openapi_path", lambda: tmp_path / "missing.json")
+    gateway = EnvoyGateway(NO_UPSTREAM, "127.0.0.1:0")
+    with pytest.raises(GatewayError, match="scripts/generate.py"):
+        await gateway.start()
+    assert gateway.pid is None and gateway.work_dir is None

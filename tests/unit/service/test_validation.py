@@ -47,3 +47,9 @@ def test_publish_batch_limits():
     big.payload.update({"blob": "x" * 500})
     assert fields(pb.PublishEventsRequest(events=[big])) == {"events[0]"}
     assert fields(pb.PublishEventsRequest(events=[events_pb2.Event(type="drift.detected", id="e1")])) == set()
+
+
+def test_dead_letter_ids_must_be_ascii_digits():
+    """"²".isdigit() is True but int("²") fails: such an id must be a 400, not a 500."""
+    assert fields(pb.ReplayDeadLettersRequest(sink="s", ids=["²"])) == {"ids[0]"}
+    assert fields(pb.ReplayDeadLettersRequest(sink="s", ids=["42"])) == set()

@@ -29,6 +29,12 @@ class FeedbackStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FEEDBACK_STATUS_UNSPECIFIED: _ClassVar[FeedbackStatus]
     accepted: _ClassVar[FeedbackStatus]
     requires_update: _ClassVar[FeedbackStatus]
+
+class DeadLetterStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEAD_LETTER_STATUS_UNSPECIFIED: _ClassVar[DeadLetterStatus]
+    pending: _ClassVar[DeadLetterStatus]
+    replayed: _ClassVar[DeadLetterStatus]
 FEEDBACK_TYPE_UNSPECIFIED: FeedbackType
 performance: FeedbackType
 error: FeedbackType
@@ -37,6 +43,9 @@ system: FeedbackType
 FEEDBACK_STATUS_UNSPECIFIED: FeedbackStatus
 accepted: FeedbackStatus
 requires_update: FeedbackStatus
+DEAD_LETTER_STATUS_UNSPECIFIED: DeadLetterStatus
+pending: DeadLetterStatus
+replayed: DeadLetterStatus
 
 class EnhanceRequest(_message.Message):
     __slots__ = ("function_name", "original_code", "domain", "optimize_for", "context", "request_id")
@@ -305,3 +314,63 @@ class ListDomainsResponse(_message.Message):
     DOMAINS_FIELD_NUMBER: _ClassVar[int]
     domains: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Domain]
     def __init__(self, domains: _Optional[_Iterable[_Union[_resources_pb2.Domain, _Mapping]]] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("id", "sink", "event_id", "event_position", "event_type", "function_name", "attempts", "last_error", "first_failure_time", "last_failure_time", "status")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SINK_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_POSITION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FAILURE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_FAILURE_TIME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    sink: str
+    event_id: str
+    event_position: int
+    event_type: str
+    function_name: str
+    attempts: int
+    last_error: str
+    first_failure_time: _timestamp_pb2.Timestamp
+    last_failure_time: _timestamp_pb2.Timestamp
+    status: DeadLetterStatus
+    def __init__(self, id: _Optional[str] = ..., sink: _Optional[str] = ..., event_id: _Optional[str] = ..., event_position: _Optional[int] = ..., event_type: _Optional[str] = ..., function_name: _Optional[str] = ..., attempts: _Optional[int] = ..., last_error: _Optional[str] = ..., first_failure_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_failure_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[DeadLetterStatus, str]] = ...) -> None: ...
+
+class ListDeadLettersRequest(_message.Message):
+    __slots__ = ("sink", "page_size", "page_token")
+    SINK_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    sink: str
+    page_size: int
+    page_token: str
+    def __init__(self, sink: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDeadLettersResponse(_message.Message):
+    __slots__ = ("dead_letters", "next_page_token")
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    dead_letters: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    next_page_token: str
+    def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ReplayDeadLettersRequest(_message.Message):
+    __slots__ = ("sink", "ids", "all")
+    SINK_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    sink: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    all: bool
+    def __init__(self, sink: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class ReplayDeadLettersResponse(_message.Message):
+    __slots__ = ("dead_letters",)
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    dead_letters: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ...) -> None: ...

@@ -98,6 +98,16 @@ class PoetServiceStub:
                 request_serializer=poet_dot_v1_dot_poet__service__pb2.ListDomainsRequest.SerializeToString,
                 response_deserializer=poet_dot_v1_dot_poet__service__pb2.ListDomainsResponse.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/poet.v1.PoetService/ListDeadLetters',
+                request_serializer=poet_dot_v1_dot_poet__service__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=poet_dot_v1_dot_poet__service__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetters = channel.unary_unary(
+                '/poet.v1.PoetService/ReplayDeadLetters',
+                request_serializer=poet_dot_v1_dot_poet__service__pb2.ReplayDeadLettersRequest.SerializeToString,
+                response_deserializer=poet_dot_v1_dot_poet__service__pb2.ReplayDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class PoetServiceServicer:
@@ -194,6 +204,21 @@ class PoetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """Lists the events outbound sinks gave up on (dead letters), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetters(self, request, context):
+        """Delivers dead letters of a sink again, in log order, and marks each
+        delivered one replayed. Delivery is at least once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PoetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -256,6 +281,16 @@ def add_PoetServiceServicer_to_server(servicer, server):
                     servicer.ListDomains,
                     request_deserializer=poet_dot_v1_dot_poet__service__pb2.ListDomainsRequest.FromString,
                     response_serializer=poet_dot_v1_dot_poet__service__pb2.ListDomainsResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=poet_dot_v1_dot_poet__service__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=poet_dot_v1_dot_poet__service__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetters,
+                    request_deserializer=poet_dot_v1_dot_poet__service__pb2.ReplayDeadLettersRequest.FromString,
+                    response_serializer=poet_dot_v1_dot_poet__service__pb2.ReplayDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -585,6 +620,60 @@ class PoetService:
             '/poet.v1.PoetService/ListDomains',
             poet_dot_v1_dot_poet__service__pb2.ListDomainsRequest.SerializeToString,
             poet_dot_v1_dot_poet__service__pb2.ListDomainsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/poet.v1.PoetService/ListDeadLetters',
+            poet_dot_v1_dot_poet__service__pb2.ListDeadLettersRequest.SerializeToString,
+            poet_dot_v1_dot_poet__service__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/poet.v1.PoetService/ReplayDeadLetters',
+            poet_dot_v1_dot_poet__service__pb2.ReplayDeadLettersRequest.SerializeToString,
+            poet_dot_v1_dot_poet__service__pb2.ReplayDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,210 @@
+"""The event log at scale: group commit, the in-memory tail and slow subscribers,
+type patterns, the dedup window, retention and OUT_OF_RANGE."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb
+from poet_grpc.core.db import Database
+from poet_grpc.core.event_router import Checkpoint, EventRouter, Retention
+from poet_grpc.core.models import EventFilter, EventRecord
+from support import details, violated_fields
+from test_events import all_events, event, publish, read_stream
+
+DAY = 86400.0
+
+
+def record(n: int, *, type_: str = "load.test", id_: str = "", timestamp: float | None = None) -> EventRecord:
+    return EventRecord(id=id_ or f"e-{n}", type=type_, source="tests",
+                       timestamp=time.time() if timestamp is None else timestamp, payload={"n": n})
+
+
+@pytest.fixture
+async def router(tmp_path):
+    db = await Database.open(tmp_path / "log.db")
+    router = EventRouter(db, environment="test", read_batch=50, tail_events=100)
+    await router.start()
+    yield router, db
+    router.close()
+    await db.close()
+
+
+async def test_concurrent_appends_are_group_committed_gap_free(router, monkeypatch):
+    router, db = router
+    groups = []
+    run_group = db._store.run_group
+    monkeypatch.setattr(db._store, "run_group", lambda fns: groups.append(len(fns)) or run_group(fns))
+    results = await asyncio.gather(*(router.append([record(n)]) for n in range(300)))
+    positions = sorted(r[0].position for r in results)
+    assert positions == list(range(1, 301))
+    assert sum(groups) == 300 and len(groups) < 300  # many callers shared a commit
+
+
+async def test_a_failing_transaction_undoes_only_itself_in_its_group(router):
+    router, db = router
+
+    def fails(store):
+        store.append_events([record(999)])
+        raise ValueError("no")
+
+    outcomes = await asyncio.gather(
+        router.append([record(1)]), router.commit(fails), router.append([record(2)]), return_exceptions=True
+    )
+    assert isinstance(outcomes[1], ValueError)
+    listed, _ = await router.list_events(EventFilter(), size=100, token="")
+    assert [e.id for e in listed] == ["e-1", "e-2"] and [e.position for e in listed] == [1, 2]
+
+
+async def test_a_slow_subscriber_falls_back_to_the_log_and_loses_nothing(router):
+    router, db = router
+    stream = router.subscribe(EventFilter(), checkpoint_seconds=30)
+    assert await anext(stream) == Checkpoint(0, caught_up=True)
+    # Far more than the in-memory tail holds while the subscriber reads nothing.
+    for start in range(0, 1000, 100):
+        await router.append([record(n) for n in range(start, start + 100)])
+    assert len(router._tail) <= 2 * 100
+    got = []
+    while len(got) < 1000:
+        item = await anext(stream)
+        if isinstance(item, EventRecord):
+            got.append(item.position)
+    assert got == list(range(1, 1001))
+    await router.append([record(1000)])
+    assert (await anext(stream)).position == 1001  # live again, from the tail
+
+
+async def test_type_patterns_filter_lists_and_streams(stub):
+    call = stub.StreamEvents(pb.StreamEventsRequest(event_type="sensor.*"))
+    await publish(stub, event("sensor.spike"), event("sensorless.thing"), event("alert.note"),
+                  event("sensor.summary"), event("sensor"))
+    streamed, _ = await read_stream(call, 2)
+    assert [e.type for e in streamed] == ["sensor.spike", "sensor.summary"]
+    call.cancel()
+    listed = [e.type for e in await all_events(stub, event_type="sensor.*")]
+    assert listed == ["sensor.spike", "sensor.summary"]
+    assert [e.type for e in await all_events(stub, event_type="sensor*")] == [
+        "sensor.spike", "sensorless.thing", "sensor.summary", "sensor"]
+    assert len(await all_events(stub, event_type="*")) == 5
+
+
+async def test_type_pattern_star_only_at_the_end(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.ListEvents(pb.ListEventsRequest(event_type="dr*ift"))
+    assert violated_fields(failure.value) == {"event_type"}
+
+
+async def test_stream_filters_by_correlation_id(stub):
+    call = stub.StreamEvents(pb.StreamEventsRequest(correlation_id="c-9"))
+    await publish(stub, event("a.b", correlation_id="c-1"), event("a.c", correlation_id="c-9"))
+    streamed, _ = await read_stream(call, 1)
+    assert [e.type for e in streamed] == ["a.c"]
+    call.cancel()
+
+
+@pytest.mark.checkpoint_seconds(0.3)
+async def test_busy_filtered_stream_still_gets_checkpoints(stub):
+    call = stub.StreamEvents(pb.StreamEventsRequest(function_name="quiet"))
+    stop = asyncio.Event()
+
+    async def noise():
+        while not stop.is_set():
+            await publish(stub, event("noise.only", "loud"))
+
+    task = asyncio.create_task(noise())
+    try:
+        positions = []
+        async for item in call:
+            if item.HasField("checkpoint"):
+                positions.append(item.checkpoint.position)
+                if len(positions) >= 3 and positions[-1] > positions[0]:
+                    break
+    finally:
+        stop.set()
+        await task
+        call.cancel()
+
+
+async def test_many_subscribers_each_receive_every_event(stub):
+    calls = [stub.StreamEvents(pb.StreamEventsRequest()) for _ in range(30)]
+    readers = [asyncio.create_task(read_stream(c, 300, timeout=60)) for c in calls]
+    for start in range(0, 300, 50):
+        await publish(stub, *(event("fan.out", n=n) for n in range(start, start + 50)))
+    for reader in readers:
+        events, _ = await reader
+        assert [e.position for e in events] == list(range(1, 301))
+    for c in calls:
+        c.cancel()
+
+
+async def test_dedup_window_is_the_retention_period(server, stub):
+    """An id is a duplicate for as long as its event is in the log; once retention
+    has deleted it, the id may be used again."""
+    old = time.time() - 40 * DAY
+    [first] = await publish(stub, event("a.b", id_="dup-1", seconds=int(old)))
+    await publish(stub, event("a.b", id_="keep"))
+    [again] = await publish(stub, event("a.b", id_="dup-1"))
+    assert again.duplicate and again.position == first.position
+    assert await server.core.retention.run_once() == 1
+    [reused] = await publish(stub, event("a.b", id_="dup-1"))
+    assert not reused.duplicate and reused.position == 3
+
+
+async def test_retention_trims_the_start_and_expired_positions_are_out_of_range(server, stub):
+    old = int(time.time() - 31 * DAY)
+    await publish(stub, *(event("old.event", seconds=old) for _ in range(5)))
+    await publish(stub, event("new.event"), event("old.late", seconds=old), event("new.event"))
+    deleted = await server.core.retention.run_once()
+    assert deleted == 5  # the log is trimmed from its start only; old.late stays
+    assert [e.position for e in await all_events(stub)] == [6, 7, 8]
+
+    call = stub.StreamEvents(pb.StreamEventsRequest(after_position=2))
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        async for _ in call:
+            pass
+    assert failure.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    info = details(failure.value)["ErrorInfo"]
+    assert info.reason == "POSITION_EXPIRED" and info.metadata["earliest_position"] == "6"
+    assert info.metadata["resume_after_position"] == "5"
+
+    resumed = stub.StreamEvents(pb.StreamEventsRequest(after_position=5))
+    events, _ = await read_stream(resumed, 3)
+    assert [e.position for e in events] == [6, 7, 8]
+    resumed.cancel()
+    whole = stub.StreamEvents(pb.StreamEventsRequest(after_position=0))  # 0: whatever is kept
+    events, _ = await read_stream(whole, 3)
+    assert [e.position for e in events] == [6, 7, 8]
+    whole.cancel()
+
+
+async def test_positions_stay_monotonic_when_retention_empties_the_log(server, stub):
+    old = int(time.time() - 60 * DAY)
+    await publish(stub, *(event("old.event", seconds=old) for _ in range(4)))
+    await server.core.retention.run_once()
+    assert [e.position for e in await all_events(stub)] == [4]  # the last one is always kept
+    [result] = await publish(stub, event("next.event"))
+    assert result.position == 5
+
+
+async def test_list_page_token_behind_retention_is_out_of_range(server, stub):
+    old = int(time.time() - 60 * DAY)
+    await publish(stub, *(event("old.event", seconds=old) for _ in range(4)), event("new.event"))
+    page = await stub.ListEvents(pb.ListEventsRequest(page_size=1))
+    await server.core.retention.run_once()
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.ListEvents(pb.ListEventsRequest(page_size=1, page_token=page.next_page_token))
+    assert failure.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+
+async def test_retention_zero_keeps_everything(tmp_path):
+    db = await Database.open(tmp_path / "keep.db")
+    try:
+        retention = Retention(db, days=0)
+        retention.start()  # does nothing
+        await retention.stop()
+    finally:
+        await db.close()
