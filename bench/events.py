@@ -25,7 +25,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, poet_service_pb2_grpc  # noqa: E402
-from run import Server, percentile  # noqa: E402
+from _support import Server, percentile  # noqa: E402
 
 OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
 

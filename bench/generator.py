@@ -33,16 +33,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 from corpus.humaneval import enhance, module_source, problems, run_tests, run_tests_enhanced  # noqa: E402
 from poet_grpc.generator import DOMAINS  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _support import percentile  # noqa: E402
+
 try:  # the base stages' feature names; anything else in GeneratedCode.optimizations is the domain's own
     from poet_grpc.generator._render import OPTIMIZATION_ORDER as BASE_FEATURES  # noqa: E402
 except ImportError:
     BASE_FEATURES = ()
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..1)."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 @dataclass

@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,38 +45,10 @@ from poet_grpc._gen.poet.v1 import (  # noqa: E402
     probes_pb2_grpc,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _support import Server, percentile  # noqa: E402
+
 CODE = "def area(width: float, height: float) -> float:\n    return width * height\n"
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Service:
-    def __init__(self, workdir: Path):
-        self.grpc_address = f"127.0.0.1:{free_port()}"
-        self.http_port = free_port()
-        env = dict(os.environ, POET_LOG_LEVEL="WARNING", POET_SHUTDOWN_GRACE_SECONDS="2")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "poet_grpc", "serve", "--grpc-listen", self.grpc_address,
-             "--http-listen", f"127.0.0.1:{self.http_port}", "--db", str(workdir / "bench.db")],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for line in self.process.stdout:
-            if "REST gateway listening" in line:
-                return
-        raise SystemExit("poet-grpc serve did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
 
 
 Call = Callable[[int], Awaitable[object]]
@@ -180,7 +150,7 @@ def rest_calls(http: httpx.AsyncClient, run: str) -> dict[str, Call]:
 
 async def main(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        service = Service(Path(tmp))
+        service = Server(Path(tmp), gateway=True)
         try:
             rows = await measure(service, args)
         finally:
@@ -196,9 +166,9 @@ async def main(args) -> None:
         print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)))
 
 
-async def measure(service: Service, args) -> list[tuple[str, ...]]:
+async def measure(service: Server, args) -> list[tuple[str, ...]]:
     gateway = f"127.0.0.1:{service.http_port}"
-    async with grpc.aio.insecure_channel(service.grpc_address) as direct, \
+    async with grpc.aio.insecure_channel(service.address) as direct, \
             grpc.aio.insecure_channel(gateway) as proxied, \
             httpx.AsyncClient(base_url=f"http://{gateway}", timeout=30,
                               limits=httpx.Limits(max_keepalive_connections=args.concurrency)) as http:

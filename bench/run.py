@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,9 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, poet_service_pb2_grpc  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _support import Server, percentile  # noqa: E402
+
 FUNCTION = '''
 def score_{n}(values: list, weight: float = 1.0) -> float:
     """Weighted mean of values ({n})."""
@@ -33,36 +34,6 @@ def score_{n}(values: list, weight: float = 1.0) -> float:
         return 0.0
     return weight * sum(values) / len(values)
 '''
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, workdir: Path):
-        self.address = f"127.0.0.1:{free_port()}"
-        env = dict(os.environ, POET_LOG_LEVEL="WARNING")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "poet_grpc", "serve", "--no-gateway", "--grpc-listen", self.address,
-             "--db", str(workdir / "bench.db")],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for line in self.process.stdout:
-            if "gRPC listening" in line:
-                return
-        raise SystemExit("server did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
 
 
 async def enhance_latency(stub, concurrency: int, total: int, offset: int) -> list[float]:

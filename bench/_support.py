@@ -1,0 +1,43 @@
+"""Shared by the benchmarks: percentiles and a `poet-grpc serve` process to measure."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile, q in 0..1."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`poet-grpc serve` in its own process on a fresh SQLite file in workdir, so the
+    benchmark client and the server do not share an event loop or a GIL."""
+
+    def __init__(self, workdir: Path, *, gateway: bool = False):
+        self.address = f"127.0.0.1:{free_port()}"
+        self.http_port = free_port() if gateway else None
+        command = [sys.executable, "-m", "poet_grpc", "serve", "--grpc-listen", self.address, "--db", str(workdir / "bench.db")]
+        command += ["--http-listen", f"127.0.0.1:{self.http_port}"] if gateway else ["--no-gateway"]
+        env = dict(os.environ, POET_LOG_LEVEL="WARNING", POET_SHUTDOWN_GRACE_SECONDS="2")
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        ready = "REST gateway listening" if gateway else "gRPC listening"
+        for line in self.process.stdout:
+            if ready in line:
+                return
+        raise SystemExit("poet-grpc serve did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
