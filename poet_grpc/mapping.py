@@ -13,7 +13,7 @@ from poet_grpc.core import models
 from poet_grpc.core.event_router import SCHEMA_VERSION, Checkpoint
 from poet_grpc.core.feedback import Feedback, FeedbackOutcome
 from poet_grpc.core.versions import VersionDetail
-from poet_grpc.generator import DomainInfo
+from poet_grpc.generator import OPTIMIZE_FOR, DomainInfo
 from poet_grpc.integrations import DeadLetter
 
 FEEDBACK_STATUS = {"accepted": pb.accepted, "requires_update": pb.requires_update}
@@ -81,13 +81,16 @@ def spec_from_transpiled(request: pb.EnhanceTranspiledRequest) -> models.Enhance
     )
 
 
-def spec_from_external(request: pb.EnhanceExternalRequest, function_name: str, optimize_for: str) -> models.EnhancementSpec:
+def spec_from_external(request: pb.EnhanceExternalRequest) -> models.EnhancementSpec:
+    """seed 000 external_enhance: the first objective POET knows becomes optimize_for;
+    an empty function_name means the first function the code defines."""
+    goals = [goal for goal in request.objectives if goal in OPTIMIZE_FOR]
     context = {"source": "external_api", "client_id": request.client_id, "objectives": list(request.objectives)}
     return models.EnhancementSpec(
-        function_name=function_name,
+        function_name=request.function_name,
         original_code=request.function_code,
         domain=request.domain,
-        optimize_for=optimize_for,
+        optimize_for=goals[0] if goals else "",
         context=context,
         config=plain(request.parameters),
     )

@@ -7,11 +7,10 @@ from typing import AsyncIterator
 
 import grpc
 
-from poet_grpc import generator, mapping
+from poet_grpc import mapping
 from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, poet_service_pb2_grpc
 from poet_grpc.config import Settings
 from poet_grpc.core.app import Core
-from poet_grpc.core.errors import InvalidArgument
 
 
 class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):
@@ -42,14 +41,7 @@ class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):
         )
 
     async def EnhanceExternal(self, request, context) -> pb.EnhanceExternalResponse:
-        function_name = request.function_name
-        if not function_name:
-            try:
-                function_name = generator.first_function_name(request.function_code)
-            except generator.AnalysisError as exc:
-                raise InvalidArgument.single("function_code", exc.description) from None
-        goals = [goal for goal in request.objectives if goal in generator.OPTIMIZE_FOR]
-        spec = mapping.spec_from_external(request, function_name, goals[0] if goals else "")
+        spec = mapping.spec_from_external(request)
         version = await self._core.enhancements.enhance(spec, request_id=request.request_id, code_field="function_code")
         return pb.EnhanceExternalResponse(
             enhanced_code=mapping.enhanced_code(version),

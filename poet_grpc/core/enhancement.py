@@ -73,9 +73,11 @@ class EnhancementService:
         self, spec: EnhancementSpec, *, request_id: str = "", code_field: str = "original_code"
     ) -> FunctionVersion:
         """The version for spec: a stored one when this content or request_id was
-        seen before, else a newly generated and stored next version."""
+        seen before, else a newly generated and stored next version. An empty
+        function_name means the first function the code defines."""
         spec = dataclasses.replace(
             spec,
+            function_name=spec.function_name or self._first_function(spec.original_code, code_field),
             domain=spec.domain or generator.DEFAULT_DOMAIN,
             optimize_for=spec.optimize_for or generator.OPTIMIZE_FOR[0],
         )
@@ -126,6 +128,13 @@ class EnhancementService:
         return await asyncio.get_running_loop().run_in_executor(
             self._workers, self._generate_checked, spec, label, code_field, evidence
         )
+
+    @staticmethod
+    def _first_function(code: str, code_field: str) -> str:
+        try:
+            return generator.first_function_name(code)
+        except generator.AnalysisError as exc:
+            raise InvalidArgument.single(code_field, exc.description) from None
 
     @staticmethod
     def _check(spec: EnhancementSpec, code_field: str) -> None:
