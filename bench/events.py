@@ -50,7 +50,8 @@ async def caught_up(call) -> None:
 
 
 async def publish_batched(stub, total: int, batch: int = 500, callers: int = 4) -> float:
-    """Events/s durably appended through PublishEvents batches, `callers` at once."""
+    """Events/s durably appended through PublishEvents batches, `callers` at once.
+    Each run appends to the log the earlier runs left: the log grows as the bench goes."""
     requests = [pb.PublishEventsRequest(events=[_event(i) for i in range(s, min(total, s + batch))])
                 for s in range(0, total, batch)]
     started = time.perf_counter()
@@ -63,10 +64,19 @@ async def publish_batched(stub, total: int, batch: int = 500, callers: int = 4) 
     return total / (time.perf_counter() - started)
 
 
-async def subscribers_receive(stub, n: int, total: int) -> tuple[float, list[int], float]:
-    """n live subscribers while `total` events are published in batches: (events/s
-    each subscriber received, counts received, seconds until all had everything)."""
-    calls = [stub.StreamEvents(pb.StreamEventsRequest(live_only=True)) for _ in range(n)]
+def received(item: pb.StreamEventsResponse) -> int:
+    """Events in one stream message."""
+    if item.HasField("event"):
+        return 1
+    return len(item.batch.events) if item.HasField("batch") else 0
+
+
+async def subscribers_receive(stub, n: int, total: int, batch: int) -> tuple[float, list[int], float, float, float]:
+    """n live subscribers (max_batch_size=batch) while `total` events are published
+    in batches: (events/s each subscriber received, counts received, seconds until
+    all had everything, events/s published meanwhile, median ms from the last
+    publish ack to a subscriber's last event)."""
+    calls = [stub.StreamEvents(pb.StreamEventsRequest(live_only=True, max_batch_size=batch)) for _ in range(n)]
     await asyncio.gather(*(caught_up(c) for c in calls))
     counts = [0] * n
     firsts: list[float] = [0.0] * n
@@ -74,17 +84,18 @@ async def subscribers_receive(stub, n: int, total: int) -> tuple[float, list[int
 
     async def read(i, call):
         async for item in call:
-            if item.HasField("event"):
+            if got := received(item):
                 if counts[i] == 0:
                     firsts[i] = time.perf_counter()
-                counts[i] += 1
-                if counts[i] == total:
+                counts[i] += got
+                if counts[i] >= total:
                     lasts[i] = time.perf_counter()
                     return
 
     readers = [asyncio.create_task(read(i, c)) for i, c in enumerate(calls)]
     started = time.perf_counter()
-    await publish_batched(stub, total)
+    published = await publish_batched(stub, total)
+    acked = time.perf_counter()
     try:
         await asyncio.wait_for(asyncio.gather(*readers), timeout=300)
     except TimeoutError:
@@ -93,20 +104,28 @@ async def subscribers_receive(stub, n: int, total: int) -> tuple[float, list[int
     for c in calls:
         c.cancel()
     rates = [total / (lasts[i] - started) for i in range(n) if lasts[i]]
-    return (statistics.median(rates) if rates else 0.0), counts, finished
+    lags = [(lasts[i] - acked) * 1000 for i in range(n) if lasts[i]]
+    return (statistics.median(rates) if rates else 0.0), counts, finished, published, statistics.median(lags or [0.0])
 
 
-async def backlog_rate(stub, count: int) -> float:
-    received = 0
+async def read_rate(stub, after_position: int, count: int, batch: int) -> float:
+    """Events/s one subscriber reads, `count` events from after_position on."""
+    got = 0
     started = time.perf_counter()
-    call = stub.StreamEvents(pb.StreamEventsRequest(after_position=0))
+    call = stub.StreamEvents(pb.StreamEventsRequest(after_position=after_position, max_batch_size=batch))
     async for item in call:
-        if item.HasField("event"):
-            received += 1
-            if received == count:
-                break
+        got += received(item)
+        if got >= count:
+            break
     call.cancel()
     return count / (time.perf_counter() - started)
+
+
+async def tail_read_rate(stub, count: int, batch: int) -> float:
+    """read_rate of the last `count` events of the log: those are still in the
+    server's in-memory tail (count <= 10,000)."""
+    last = (await stub.PublishEvents(pb.PublishEventsRequest(events=[_event(0, "bench.marker")]))).results[0].position
+    return await read_rate(stub, last - count, count, batch)
 
 
 async def paced_latency(stub, rate: int, seconds: float) -> tuple[list[float], list[float]]:
@@ -152,22 +171,29 @@ async def measure(stub, server, args) -> list[tuple[str, str, str]]:
     med = statistics.median
     batched = [await publish_batched(stub, args.events) for _ in range(args.repeats)]
     rows.append((f"publish, PublishEvents batches of 500, 4 callers ({args.events} events, FULL)",
-                 f"{med(batched):8.0f} events/s", ">= 20000 (gate 10000)"))
-    one = [await subscribers_receive(stub, 1, args.events) for _ in range(args.repeats)]
-    assert all(counts == [args.events] for _, counts, _ in one), "a subscriber missed events"
-    rows.append((f"1 live subscriber, while publishing {args.events}", f"{med(r for r, _, _ in one):8.0f} events/s",
-                 ">= 20000 (gate 20000)"))
-    backlog = [await backlog_rate(stub, args.events) for _ in range(args.repeats)]
-    rows.append((f"1 subscriber reading {args.events} logged events (backlog)", f"{med(backlog):8.0f} events/s", ""))
+                 f"{med(batched):8.0f} events/s (slowest {min(batched):.0f})", ">= 20000 (gate 10000)"))
+    for batch, label in ((500, "max_batch_size=500"), (0, "one event per message")):
+        one = [await subscribers_receive(stub, 1, args.events, batch) for _ in range(args.repeats)]
+        assert all(counts == [args.events] for _, counts, *_ in one), "a subscriber missed events"
+        rows.append((f"1 live subscriber ({label}) while {args.events} are published",
+                     f"{med(r[0] for r in one):8.0f} events/s (published {med(r[3] for r in one):.0f}/s, "
+                     f"last event {med(r[4] for r in one):.0f} ms after the last ack)",
+                     "keeps up with the publisher"))
+    tail = [await tail_read_rate(stub, 10_000, 500) for _ in range(args.repeats)]
+    rows.append(("1 subscriber reading the last 10000 events (in-memory tail, max_batch_size=500)",
+                 f"{med(tail):8.0f} events/s", ">= 20000 (gate 20000)"))
+    backlog = [await read_rate(stub, 0, args.events, 500) for _ in range(args.repeats)]
+    rows.append((f"1 subscriber reading {args.events} events from the start of the log (SQLite, max_batch_size=500)",
+                 f"{med(backlog):8.0f} events/s", ">= 20000 (gate 20000)"))
     many_total = args.many_events
     fan = []
     rss = []
     for _ in range(args.repeats):
-        rate, counts, seconds = await subscribers_receive(stub, args.subscribers, many_total)
+        rate, counts, seconds, _, _ = await subscribers_receive(stub, args.subscribers, many_total, 0)
         fan.append((rate, counts, seconds))
         rss.append(rss_mb(server.process.pid))
     complete = sum(1 for _, counts, _ in fan for c in counts if c == many_total)
-    rows.append((f"{args.subscribers} live subscribers, {many_total} events published",
+    rows.append((f"{args.subscribers} live subscribers (one event per message), {many_total} events published",
                  f"{complete}/{args.subscribers * args.repeats} got all; {med(s for _, _, s in fan):.2f} s; "
                  f"{med(r for r, _, _ in fan):.0f} ev/s each", "each receives every event"))
     paced = [await paced_latency(stub, 1000, args.paced_seconds) for _ in range(args.repeats)]

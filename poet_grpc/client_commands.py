@@ -155,12 +155,14 @@ def _feedback(stub, args) -> int:
 
 def _events(stub, args) -> int:
     if args.follow:
+        # Batched: a busy log streams far faster in batches than one event per message.
         request = pb.StreamEventsRequest(
-            function_name=args.function, event_type=args.type, correlation_id=args.correlation_id, after_position=args.after
+            function_name=args.function, event_type=args.type, correlation_id=args.correlation_id,
+            after_position=args.after, max_batch_size=500,
         )
         for item in stub.StreamEvents(request):
-            if item.HasField("event"):
-                _print_line(item.event)
+            for event in item.batch.events:
+                _print_line(event)
         return EXIT_OK
     printed, token = 0, ""
     while True:

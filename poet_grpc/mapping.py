@@ -196,18 +196,61 @@ def feedback_response(outcome: FeedbackOutcome) -> pb.SubmitFeedbackResponse:
 
 
 def event(record: models.EventRecord) -> events_pb2.Event:
-    return events_pb2.Event(
-        id=record.id,
-        type=record.type,
-        source=record.source,
-        timestamp=timestamp(record.timestamp),
-        correlation_id=record.correlation_id,
-        causation_id=record.causation_id,
-        metadata=events_pb2.EventMetadata(**record.metadata),
-        payload=struct(record.payload),
-        position=record.position,
-        function_name=record.function_name,
-    )
+    message = events_pb2.Event()
+    fill_event(message, record)
+    return message
+
+
+def fill_event(message: events_pb2.Event, record: models.EventRecord) -> None:
+    """Set an empty Event message from record, in place (no temporary messages to
+    copy: streams convert every event)."""
+    message.id = record.id
+    message.type = record.type
+    message.source = record.source
+    message.correlation_id = record.correlation_id
+    message.causation_id = record.causation_id
+    metadata = record.metadata
+    message.metadata.version = metadata.get("version", "")
+    message.metadata.service = metadata.get("service", "")
+    message.metadata.environment = metadata.get("environment", "")
+    message.position = record.position
+    message.function_name = record.function_name
+    message.timestamp.FromNanoseconds(int(round(record.timestamp * 1e9)))
+    fill_struct(message.payload, record.payload)
+
+
+def fill_struct(message: struct_pb2.Struct, data: dict[str, Any]) -> None:
+    """message.update(data), about twice as fast for flat payloads (the common case)."""
+    fields = message.fields
+    for key, item in data.items():
+        kind = type(item)
+        if kind is str:
+            fields[key].string_value = item
+        elif kind is float or kind is int:
+            fields[key].number_value = item
+        else:
+            _fill_value(fields[key], item)
+
+
+def _fill_value(message: struct_pb2.Value, item: Any) -> None:
+    if item is None:
+        message.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(item, bool):
+        message.bool_value = item
+    elif isinstance(item, (int, float)):
+        message.number_value = item
+    elif isinstance(item, str):
+        message.string_value = item
+    elif isinstance(item, dict):
+        message.struct_value.SetInParent()  # an empty object is still an object
+        fill_struct(message.struct_value, item)
+    elif isinstance(item, (list, tuple)):
+        message.list_value.SetInParent()
+        values = message.list_value.values
+        for element in item:
+            _fill_value(values.add(), element)
+    else:
+        raise ValueError(f"unexpected type {type(item).__name__} in a JSON value")
 
 
 def _plain_value(v: struct_pb2.Value) -> Any:
@@ -268,13 +311,15 @@ def stream_item(item: models.EventRecord | Checkpoint) -> pb.StreamEventsRespons
         return pb.StreamEventsResponse(
             checkpoint=events_pb2.StreamCheckpoint(position=item.position, caught_up=item.caught_up)
         )
-    return pb.StreamEventsResponse(event=event(item))
+    message = pb.StreamEventsResponse()
+    fill_event(message.event, item)
+    return message
 
 
 class StreamMessages:
-    """StreamEventsResponse per stream item, remembered for the last `size` events
-    and at most about `max_bytes` of messages (by identity: the live tail hands
-    every subscriber the same EventRecord)."""
+    """Stream messages for events, each event converted once and remembered for the
+    last `size` events and at most about `max_bytes` of messages (by identity: the
+    live tail hands every subscriber the same EventRecord)."""
 
     def __init__(self, size: int = 20_000, max_bytes: int = 32 * 1024 * 1024):
         self._size = size
@@ -283,19 +328,30 @@ class StreamMessages:
         self._cache: dict[int, tuple[models.EventRecord, pb.StreamEventsResponse, int]] = {}
 
     def get(self, item: models.EventRecord | Checkpoint) -> pb.StreamEventsResponse:
+        """The message carrying one event (or checkpoint), shared by every stream."""
         if isinstance(item, Checkpoint):
             return stream_item(item)
-        key = id(item)
+        return self._message(item)
+
+    def batch(self, records: list[models.EventRecord]) -> pb.StreamEventsResponse:
+        """The message carrying these events as one batch."""
+        message = pb.StreamEventsResponse()
+        message.batch.events.extend([self._message(r).event for r in records])  # extend copies least
+        return message
+
+    def _message(self, record: models.EventRecord) -> pb.StreamEventsResponse:
+        key = id(record)
         found = self._cache.get(key)
-        if found is not None and found[0] is item:
+        if found is not None and found[0] is record:
             return found[1]
-        message = stream_item(item)
+        message = pb.StreamEventsResponse()
+        fill_event(message.event, record)
         size = message.ByteSize()
         if len(self._cache) >= self._size or self._bytes + size > self._max_bytes:
             # Dicts keep insertion order: drop the oldest half.
             for old in list(self._cache)[: max(1, len(self._cache) // 2)]:
                 self._bytes -= self._cache.pop(old)[2]
-        self._cache[key] = (item, message, size)
+        self._cache[key] = (record, message, size)
         self._bytes += size
         return message
 

@@ -83,17 +83,26 @@ class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):
         return pb.ListEventsResponse(events=[mapping.event(e) for e in events], next_page_token=token)
 
     async def StreamEvents(self, request, context) -> AsyncIterator[pb.StreamEventsResponse]:
-        items = self._core.events.subscribe(
-            mapping.event_filter(request),
-            after_position=request.after_position,
-            live_only=request.live_only,
-            checkpoint_seconds=self._settings.checkpoint_seconds,
-        )
-        encode = self._stream_messages.get
-        async for item in items:
-            # Events from the live tail are the same objects for every subscriber:
-            # each is converted to a message once, not once per subscriber.
-            yield encode(item)
+        # Events from the live tail are the same objects for every subscriber:
+        # each is converted to a message once, not once per subscriber.
+        messages = self._stream_messages
+        if not request.max_batch_size:
+            async for item in self._core.events.subscribe(
+                mapping.event_filter(request), after_position=request.after_position,
+                live_only=request.live_only, checkpoint_seconds=self._settings.checkpoint_seconds,
+            ):
+                yield messages.get(item)
+            return
+        size = request.max_batch_size
+        async for item in self._core.events.subscribe_batches(
+            mapping.event_filter(request), after_position=request.after_position,
+            live_only=request.live_only, checkpoint_seconds=self._settings.checkpoint_seconds,
+        ):
+            if isinstance(item, list):
+                for start in range(0, len(item), size):
+                    yield messages.batch(item[start:start + size])
+            else:
+                yield messages.get(item)
 
     async def PublishEvents(self, request, context) -> pb.PublishEventsResponse:
         records = [mapping.event_record(e, environment=self._settings.environment) for e in request.events]

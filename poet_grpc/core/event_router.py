@@ -162,7 +162,21 @@ class EventRouter:
     async def subscribe(
         self, flt: EventFilter, *, after_position: int = 0, live_only: bool = False, checkpoint_seconds: float = 10.0
     ) -> AsyncIterator[EventRecord | Checkpoint]:
-        """Every matching event after the position, backlog first, then live ones.
+        """Every matching event after the position, one at a time: subscribe_batches, flattened."""
+        async for item in self.subscribe_batches(
+            flt, after_position=after_position, live_only=live_only, checkpoint_seconds=checkpoint_seconds
+        ):
+            if isinstance(item, Checkpoint):
+                yield item
+            else:
+                for event in item:
+                    yield event
+
+    async def subscribe_batches(
+        self, flt: EventFilter, *, after_position: int = 0, live_only: bool = False, checkpoint_seconds: float = 10.0
+    ) -> AsyncIterator[list[EventRecord] | Checkpoint]:
+        """Every matching event after the position, backlog first, then live ones,
+        in lists of up to read_batch events (never empty) in log order.
 
         Yields a caught-up Checkpoint when the backlog is exhausted, and another
         every checkpoint_seconds (while idle, or while only non-matching events
@@ -187,10 +201,8 @@ class EventRouter:
                 if 0 <= index < len(self._tail):
                     # Live: from the in-memory tail (shared by every subscriber).
                     chunk = self._tail[index:index + self._read_batch]
-                    for event in chunk:
-                        if match(event):
-                            yield event
-                        position = event.position
+                    position = chunk[-1].position
+                    events = [event for event in chunk if match(event)]
                 else:
                     # Behind the tail: read the log.
                     events, considered, start = await self._db.call(
@@ -198,12 +210,10 @@ class EventRouter:
                     )
                     if position and position + 1 < start:
                         raise _expired(position, start)
-                    for event in events:
-                        yield event
-                        position = event.position
-                    if len(events) < self._read_batch:
-                        position = max(position, considered)
+                    position = events[-1].position if len(events) == self._read_batch else max(position, considered)
                     self._last = max(self._last, considered)
+                if events:
+                    yield events
                 if time.monotonic() - checkpointed >= checkpoint_seconds:
                     checkpointed = time.monotonic()
                     yield Checkpoint(position, caught_up=position >= self._last)

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 CONSUMER = "learning"
 SOURCE = "poet.learning_engine"
 _DERIVED = uuid.UUID("6f1d3b52-9a51-4c58-9d7e-2f3b5d0c7a10")
+_REACTS_TO = frozenset({"drift.detected", "feedback.model_retrained", "feedback.human_validation",
+                        "feedback.alert_resolved", "feedback.mlflow_validation", "function.execution"})
 
 
 def derived_id(trigger: EventRecord, event_type: str) -> str:
@@ -50,6 +52,8 @@ class LearningLoop:
         self._policy = policy
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._task: asyncio.Task | None = None
+        self._executed: dict[tuple[str, str], EventRecord] = {}
+        """(function, version) executed in the batch being consumed -> its last execution."""
 
     # -- review ------------------------------------------------------------
 
@@ -156,7 +160,15 @@ class LearningLoop:
             await self._react(event)
             return False  # everything it does is in the log, with replay-safe ids
 
-        await consume(self._db, self._router, CONSUMER, handle)
+        await consume(self._db, self._router, CONSUMER, handle,
+                      wants=lambda event: event.type in _REACTS_TO, after_batch=self._review_executed)
+
+    async def _review_executed(self) -> None:
+        """Review each version that executions in the last batch concern, once: a
+        review reads the version's aggregated metrics, so one review sees them all."""
+        pending, self._executed = self._executed, {}
+        for (function_name, version), trigger in pending.items():
+            await self.review(function_name, version, trigger)
 
     async def _react(self, event: EventRecord) -> None:
         if event.type == "drift.detected":
@@ -171,7 +183,7 @@ class LearningLoop:
         elif event.type == "function.execution":
             version = event.payload.get("version") or ""
             if event.function_name and version:
-                await self.review(event.function_name, version, event)
+                self._executed[(event.function_name, str(version))] = event  # reviewed after the batch
 
     async def _review_execution(self, event: EventRecord) -> None:
         target = await self._db.call(

@@ -31,6 +31,7 @@ PAGERDUTY_RESOLVED = "external.pagerduty.resolved"
 MLFLOW_TAGGED = "external.mlflow.experiment_tagged"
 TRANSPILATION_COMPLETED = "transpilation.completed"
 AITOMATIC_TRANSPILATION = "external.aitomatic.transpilation_completed"
+_MAPPED = frozenset({PAGERDUTY_RESOLVED, MLFLOW_TAGGED, TRANSPILATION_COMPLETED, AITOMATIC_TRANSPILATION})
 
 
 def derived_id(trigger: EventRecord, event_type: str) -> str:
@@ -45,7 +46,8 @@ class InboundMapper:
         self._checkpoint_seconds = checkpoint_seconds
 
     async def run(self) -> None:
-        await consume(self._db, self._router, CONSUMER, self._handle, checkpoint_seconds=self._checkpoint_seconds)
+        await consume(self._db, self._router, CONSUMER, self._handle, checkpoint_seconds=self._checkpoint_seconds,
+                      wants=lambda event: event.type in _MAPPED)
 
     async def _handle(self, event: EventRecord) -> bool:
         mapped = await self.map(event)

@@ -70,7 +70,8 @@ class Sink:
     # -- the consumer ------------------------------------------------------
 
     async def run(self) -> None:
-        await consume(self._db, self._router, self.consumer, self._handle, checkpoint_seconds=self._checkpoint_seconds)
+        await consume(self._db, self._router, self.consumer, self._handle, checkpoint_seconds=self._checkpoint_seconds,
+                      wants=self.wants)
 
     async def _handle(self, event: EventRecord) -> bool:
         if not self.wants(event):

@@ -37,6 +37,8 @@ cannot be made to disagree with what the service decided."""
 EVENT_TYPE = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+){0,15}")
 MAX_ID = 128
 MAX_TEXT = 10_000
+MAX_STREAM_BATCH = 1000
+"""Most events one StreamEvents message may carry."""
 
 
 def _get(message: Message, path: str):
@@ -122,6 +124,9 @@ def _time_range(m: pb.ListEventsRequest, s: Settings) -> Iterator[FieldViolation
 def _stream_start(m: pb.StreamEventsRequest, s: Settings) -> Iterator[FieldViolation]:
     if m.live_only and m.after_position:
         yield FieldViolation("live_only", "cannot be combined with after_position")
+    if not 0 <= m.max_batch_size <= MAX_STREAM_BATCH:
+        yield FieldViolation("max_batch_size", f"must be between 0 (one event per message) and {MAX_STREAM_BATCH}, "
+                                               f"got {m.max_batch_size}")
 
 
 def _type_pattern(m: pb.ListEventsRequest | pb.StreamEventsRequest, s: Settings) -> Iterator[FieldViolation]:

@@ -266,6 +266,24 @@ def test_cli_client_commands(service, tmp_path):
     assert service.cli("health").stdout.strip() == "SERVING"
 
 
+def test_cli_follow_streams_backlog_then_live_events(service):
+    published = service.cli("publish", "-", stdin=json.dumps(
+        [{"type": "follow.backlog", "function_name": "follow_me", "payload": {"n": n}} for n in range(3)]))
+    assert published.returncode == 0, published.stderr
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "poet_grpc", "events", "--follow", "--function", "follow_me", "--server", service.grpc_address],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        backlog = [json.loads(follow.stdout.readline()) for _ in range(3)]
+        assert [e["payload"]["n"] for e in backlog] == [0, 1, 2]
+        service.cli("publish", "-", stdin=json.dumps({"type": "follow.live", "function_name": "follow_me"}))
+        assert json.loads(follow.stdout.readline())["type"] == "follow.live"
+    finally:
+        follow.terminate()
+        follow.wait(timeout=10)
+
+
 def test_cli_reports_refusals_and_unreachable_servers(service, tmp_path):
     refused = service.cli("version", "moving_average", "v99")
     assert refused.returncode == 1

@@ -344,6 +344,19 @@ async def test_sse_resumes_after_a_position_and_delivers_live_events(client: htt
     assert [f["event"]["type"] for f in live if "event" in f] == ["resume.three"]
 
 
+async def test_sse_sends_batches_when_asked(client: httpx.AsyncClient) -> None:
+    positions = await _publish(client, *({"type": "sse.batch", "function_name": "sse_batch", "payload": {"n": n}}
+                                         for n in range(5)))
+    frames = await _frames(client, "/api/v1/functions/sse_batch/events:stream", {"max_batch_size": 2},
+                           until=_caught_up)
+    batches = [f["batch"]["events"] for f in frames if "batch" in f]
+    assert all(1 <= len(b) <= 2 for b in batches) and not any("event" in f for f in frames)
+    assert [int(e["position"]) for b in batches for e in b] == positions
+    assert [e["payload"]["n"] for b in batches for e in b] == [0, 1, 2, 3, 4]
+    body = _error(await client.get("/api/v1/events:stream", params={"max_batch_size": 5000}), 400, 3)
+    assert _details(body)["BadRequest"]["field_violations"][0]["field"] == "max_batch_size"
+
+
 async def test_sse_rejects_bad_filters_with_json_errors(client: httpx.AsyncClient) -> None:
     body = _error(await client.get("/api/v1/events:stream", params={"live_only": "true", "after_position": 3}),
                   400, 3)

@@ -208,3 +208,128 @@ async def test_retention_zero_keeps_everything(tmp_path):
         await retention.stop()
     finally:
         await db.close()
+
+
+# -- batched streams -------------------------------------------------------------
+
+
+async def read_batches(call, count: int, timeout: float = 10.0) -> tuple[list[list], list]:
+    """Batches (lists of events) from a batched stream until `count` events, and the checkpoints."""
+    batches, checkpoints = [], []
+
+    async def collect():
+        async for item in call:
+            assert not item.HasField("event"), "a batched stream sent a single event"
+            if item.HasField("batch"):
+                batches.append(list(item.batch.events))
+                if sum(map(len, batches)) >= count:
+                    return
+            else:
+                checkpoints.append(item.checkpoint)
+
+    await asyncio.wait_for(collect(), timeout)
+    return batches, checkpoints
+
+
+async def test_batched_stream_sends_backlog_and_live_events_in_order_in_batches(stub):
+    await publish(stub, *(event("batch.backlog", n=n) for n in range(25)))
+    single = stub.StreamEvents(pb.StreamEventsRequest())
+    one_by_one, _ = await read_stream(single, 25)
+    single.cancel()
+
+    call = stub.StreamEvents(pb.StreamEventsRequest(max_batch_size=10))
+    batches, checkpoints = await read_batches(call, 25)
+    assert all(1 <= len(b) <= 10 for b in batches) and len(batches) < 25
+    assert [e for b in batches for e in b] == one_by_one  # the same events, whole
+    await publish(stub, *(event("batch.live", n=n) for n in range(30)))
+    live, checkpoints = await read_batches(call, 30)
+    assert [e.position for b in live for e in b] == list(range(26, 56))
+    assert all(len(b) <= 10 for b in live)
+    assert any(c.caught_up and c.position == 25 for c in checkpoints)
+    call.cancel()
+
+
+async def test_batched_stream_applies_filters_and_resumes_after_a_position(stub):
+    results = await publish(stub, *(event("keep.this" if n % 3 == 0 else "skip.this", n=n) for n in range(30)))
+    call = stub.StreamEvents(pb.StreamEventsRequest(event_type="keep.*", max_batch_size=4,
+                                                    after_position=results[5].position))
+    batches, _ = await read_batches(call, 8)
+    call.cancel()
+    assert [e.payload["n"] for b in batches for e in b] == [6, 9, 12, 15, 18, 21, 24, 27]
+    assert {e.type for b in batches for e in b} == {"keep.this"}
+
+
+@pytest.mark.parametrize("size", [-1, 1001])
+async def test_batch_size_out_of_range_is_invalid(stub, size):
+    call = stub.StreamEvents(pb.StreamEventsRequest(max_batch_size=size))
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        async for _ in call:
+            pass
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(failure.value) == {"max_batch_size"}
+
+
+async def test_many_batched_subscribers_each_receive_every_event(stub):
+    calls = [stub.StreamEvents(pb.StreamEventsRequest(max_batch_size=64)) for _ in range(20)]
+    readers = [asyncio.create_task(read_batches(c, 400, timeout=60)) for c in calls]
+    for start in range(0, 400, 100):
+        await publish(stub, *(event("fan.batch", n=n) for n in range(start, start + 100)))
+    for reader in readers:
+        batches, _ = await reader
+        assert [e.position for b in batches for e in b] == list(range(1, 401))
+    for c in calls:
+        c.cancel()
+
+
+# -- log consumers ---------------------------------------------------------------
+
+
+async def test_consumer_handles_wanted_events_once_per_batch_and_saves_its_position(router, monkeypatch):
+    from poet_grpc.core import consumer
+
+    router, db = router
+    monkeypatch.setattr(consumer, "SAVE_SECONDS", 0.0)  # save after every batch
+    handled: list[int] = []
+    batch_ends: list[int] = []
+
+    async def handle(e: EventRecord) -> bool:
+        handled.append(e.position)
+        return False
+
+    async def after_batch() -> None:
+        batch_ends.append(len(handled))
+
+    def run():
+        return asyncio.create_task(consumer.consume(
+            db, router, "test", handle, checkpoint_seconds=30,
+            wants=lambda e: e.type == "wanted.one", after_batch=after_batch))
+
+    for start in range(0, 200, 50):
+        await router.append([record(n, type_="wanted.one" if n % 2 else "other.one") for n in range(start, start + 50)])
+    task = run()
+    await until_true(lambda: len(handled) == 100)
+    assert handled == [n + 1 for n in range(200) if n % 2]  # positions of the odd n, in order
+    assert 1 <= len(batch_ends) < 100  # once per batch, not once per event
+    await until_position(db, "test", 200)
+    task.cancel()
+
+    # A restart resumes after the saved position: nothing is handled twice.
+    handled.clear()
+    await router.append([record(n, type_="wanted.one") for n in range(200, 203)])
+    task = run()
+    await until_true(lambda: len(handled) == 3)
+    await asyncio.sleep(0.1)
+    assert handled == [201, 202, 203]
+    task.cancel()
+
+
+async def until_true(condition, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def until_position(db: Database, name: str, position: int, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while await db.call(lambda store: store.consumer_position(name)) < position:
+            await asyncio.sleep(0.01)

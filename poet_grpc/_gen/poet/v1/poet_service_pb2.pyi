@@ -272,26 +272,30 @@ class ListEventsResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.Event, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class StreamEventsRequest(_message.Message):
-    __slots__ = ("function_name", "event_type", "correlation_id", "after_position", "live_only")
+    __slots__ = ("function_name", "event_type", "correlation_id", "after_position", "live_only", "max_batch_size")
     FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_POSITION_FIELD_NUMBER: _ClassVar[int]
     LIVE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     function_name: str
     event_type: str
     correlation_id: str
     after_position: int
     live_only: bool
-    def __init__(self, function_name: _Optional[str] = ..., event_type: _Optional[str] = ..., correlation_id: _Optional[str] = ..., after_position: _Optional[int] = ..., live_only: _Optional[bool] = ...) -> None: ...
+    max_batch_size: int
+    def __init__(self, function_name: _Optional[str] = ..., event_type: _Optional[str] = ..., correlation_id: _Optional[str] = ..., after_position: _Optional[int] = ..., live_only: _Optional[bool] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
 
 class StreamEventsResponse(_message.Message):
-    __slots__ = ("event", "checkpoint")
+    __slots__ = ("event", "checkpoint", "batch")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     event: _events_pb2.Event
     checkpoint: _events_pb2.StreamCheckpoint
-    def __init__(self, event: _Optional[_Union[_events_pb2.Event, _Mapping]] = ..., checkpoint: _Optional[_Union[_events_pb2.StreamCheckpoint, _Mapping]] = ...) -> None: ...
+    batch: _events_pb2.EventBatch
+    def __init__(self, event: _Optional[_Union[_events_pb2.Event, _Mapping]] = ..., checkpoint: _Optional[_Union[_events_pb2.StreamCheckpoint, _Mapping]] = ..., batch: _Optional[_Union[_events_pb2.EventBatch, _Mapping]] = ...) -> None: ...
 
 class PublishEventsRequest(_message.Message):
     __slots__ = ("events",)
