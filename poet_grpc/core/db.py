@@ -9,14 +9,19 @@ that arrive meanwhile wait, then run together in the next group: one
 transaction, one fsync, each write in its own savepoint so that one failing
 write undoes only itself. A caller is answered only after the commit that holds
 its write, so an acknowledged write is durable (with synchronous=FULL).
+
+The store thread takes the next group as soon as a commit ends, without a round
+trip through the event loop (which may be busy serving calls): the loop only
+hears about finished work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+import queue
+import threading
+from typing import Any, Callable, TypeVar
 
 from poet_grpc.core.models import EventRecord
 from poet_grpc.store import Store
@@ -26,26 +31,40 @@ T = TypeVar("T")
 MAX_GROUP = 512
 """Most writes committed in one group."""
 
+_STOP = object()
+
+
+class _Work:
+    """One queued store call: fn(store), answered through future on loop."""
+
+    __slots__ = ("fn", "future", "loop", "write")
+
+    def __init__(self, fn: Callable[[Store], Any], loop: asyncio.AbstractEventLoop, *, write: bool):
+        self.fn = fn
+        self.loop = loop
+        self.future = loop.create_future()
+        self.write = write
+
 
 class Database:
-    def __init__(self, store: Store, thread: ThreadPoolExecutor):
+    def __init__(self, store: Store):
         self._store = store
-        self._thread = thread
-        self._pending: list[tuple[Callable[[Store], object], asyncio.Future]] = []
-        self._writer: asyncio.Task | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._committed: list[Callable[[list[EventRecord], list[int]], None]] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name="poet-store", daemon=True)
+        self._thread.start()
 
     @classmethod
     async def open(cls, path, *, synchronous: str = "FULL") -> "Database":
-        """Open (create, migrate) the store on its own thread."""
-        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poet-store")
-        store = await asyncio.get_running_loop().run_in_executor(thread, lambda: Store(path, synchronous=synchronous))
-        return cls(store, thread)
+        """Open (create, migrate) the store off the event loop."""
+        store = await asyncio.to_thread(Store, path, synchronous=synchronous)
+        return cls(store)
 
     async def call(self, fn: Callable[[Store], T]) -> T:
         """Run fn(store) on the store thread and return its result (reads, or a
         write that must not wait for a group)."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self._store)
+        return await self._submit(fn, write=False)
 
     def on_commit(self, listener: Callable[[list[EventRecord], list[int]], None]) -> None:
         """Call listener (on the event loop) with the events each group committed,
@@ -57,45 +76,98 @@ class Database:
         """Run fn(store) as one atomic write, group-committed with concurrent ones;
         returns once it is committed (its exception if it failed: nothing of it is
         stored)."""
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append((fn, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_groups(), name="poet-group-commit")
-        return await future
+        return await self._submit(fn, write=True)
 
-    async def _write_groups(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
-            try:
-                outcomes, appended = await loop.run_in_executor(
-                    self._thread, self._store.run_group, [fn for fn, _ in group]
-                )
-            except BaseException as exc:  # noqa: BLE001 - e.g. the executor is shut down
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            if appended:
-                events = [event for event, _ in appended]
-                sizes = [size for _, size in appended]
-                for listener in self._committed:
-                    try:
-                        listener(events, sizes)
-                    except Exception:  # noqa: BLE001 - the commit stands; answer its callers
-                        log.exception("commit listener failed")
-            for (_, future), (ok, result) in zip(group, outcomes):
-                if future.done():
-                    continue  # the caller went away; its write is committed regardless
-                if ok:
-                    future.set_result(result)
-                else:
-                    future.set_exception(result)
+    async def _submit(self, fn: Callable[[Store], T], *, write: bool) -> T:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        work = _Work(fn, asyncio.get_running_loop(), write=write)
+        self._queue.put(work)
+        return await work.future
 
     async def close(self) -> None:
-        if self._writer is not None and not self._writer.done():
-            await asyncio.wait({self._writer}, timeout=10)
-        await self.call(lambda store: store.close())
-        self._thread.shutdown(wait=True)
+        """Finish what is queued, then close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    # -- the store thread ----------------------------------------------------
+
+    def _serve(self) -> None:
+        waiting = None  # a read taken while gathering a group: it runs next
+        while True:
+            work = waiting if waiting is not None else self._queue.get()
+            waiting = None
+            if work is _STOP:
+                break
+            if not work.write:
+                self._answer_call(work)
+                continue
+            group = [work]
+            # Everything already queued behind it joins the group, up to the first
+            # read (reads keep their place in line).
+            while len(group) < MAX_GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP or not more.write:
+                    waiting = more
+                    break
+                group.append(more)
+            self._commit(group)
+        try:
+            self._store.close()
+        except Exception:  # noqa: BLE001 - closing at shutdown; nothing left to answer
+            log.exception("closing the store failed")
+
+    def _answer_call(self, work: _Work) -> None:
+        try:
+            result = work.fn(self._store)
+        except BaseException as exc:  # noqa: BLE001 - delivered to the caller
+            _post(work.loop, _settle, work.future, False, _as_exception(exc))
+        else:
+            _post(work.loop, _settle, work.future, True, result)
+
+    def _commit(self, group: list[_Work]) -> None:
+        try:
+            outcomes, appended = self._store.run_group([work.fn for work in group])
+        except BaseException as exc:  # noqa: BLE001 - e.g. the connection is gone
+            failure = _as_exception(exc)
+            outcomes, appended = [(False, failure)] * len(group), []
+        _post(group[0].loop, self._deliver, group, outcomes, appended)
+
+    def _deliver(self, group: list[_Work], outcomes, appended) -> None:
+        """On the loop: tell the commit listeners, then answer the group's callers."""
+        if appended:
+            events = [event for event, _ in appended]
+            sizes = [size for _, size in appended]
+            for listener in self._committed:
+                try:
+                    listener(events, sizes)
+                except Exception:  # noqa: BLE001 - the commit stands; answer its callers
+                    log.exception("commit listener failed")
+        for work, (ok, result) in zip(group, outcomes):
+            _settle(work.future, ok, result)
+
+
+def _as_exception(exc: BaseException) -> Exception:
+    return exc if isinstance(exc, Exception) else RuntimeError(f"store call interrupted: {exc!r}")
+
+
+def _settle(future: asyncio.Future, ok: bool, result: Any) -> None:
+    if future.done():
+        return  # the caller went away; a write is committed regardless
+    if ok:
+        future.set_result(result)
+    else:
+        future.set_exception(result)
+
+
+def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        pass  # the loop is closed: nobody is waiting any more

@@ -15,7 +15,7 @@ VERSION_DEPRECATED = "deprecated"
 FEEDBACK_TYPES = ("performance", "error", "user", "system")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: the live tail holds tens of thousands
 class EventRecord:
     """One event of the log (seed 002 schema plus its log position)."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 
 import pytest
@@ -43,7 +45,7 @@ def test_webhook_sends_the_event_as_the_rest_api_shows_it():
 
 @pytest.mark.parametrize("severity, expected", [("critical", "critical"), ("high", "error"), ("medium", "warning"), ("low", "info")])
 def test_pagerduty_sends_an_events_v2_trigger(severity, expected):
-    event = EventRecord(**{**ALERT.__dict__, "payload": {**ALERT.payload, "severity": severity}})
+    event = replace(ALERT, payload={**ALERT.payload, "severity": severity})
     [request] = formatters.pagerduty(sink("pagerduty", routing_key="rk"), event)
     body = request.body
     assert body["routing_key"] == "rk" and body["event_action"] == "trigger"
@@ -57,7 +59,7 @@ def test_pagerduty_sends_an_events_v2_trigger(severity, expected):
 
 
 def test_pagerduty_dedup_key_falls_back_to_the_event_id():
-    event = EventRecord(**{**ALERT.__dict__, "correlation_id": ""})
+    event = replace(ALERT, correlation_id="")
     assert formatters.pagerduty(sink("pagerduty", routing_key="rk"), event)[0].body["dedup_key"] == "e-1"
 
 
@@ -71,7 +73,7 @@ def test_slack_sends_text_and_blocks():
 
 
 def test_mlflow_sets_poet_tags_on_the_run():
-    event = EventRecord(**{**ALERT.__dict__, "payload": {**ALERT.payload, "mlflow_run_id": "run-9"}})
+    event = replace(ALERT, payload={**ALERT.payload, "mlflow_run_id": "run-9"})
     requests = formatters.mlflow(SinkConfig(name="m", kind="mlflow", url="http://mlflow.test", event_types=("*",)), event)
     assert {r.url for r in requests} == {"http://mlflow.test/api/2.0/mlflow/runs/set-tag"}
     tags = {r.body["key"]: r.body["value"] for r in requests}

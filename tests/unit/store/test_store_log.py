@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from poet_grpc.core.models import AppendResult, EventFilter
@@ -44,7 +46,7 @@ def test_event_round_trip(store: Store, event) -> None:
     )
     store.append_events([original])
     stored = store.get_event("x")
-    assert stored == original.__class__(**{**original.__dict__, "position": 1})
+    assert stored == replace(original, position=1)
 
 
 def test_duplicate_of_logged_event_is_not_appended(store: Store, event) -> None:
