@@ -33,7 +33,7 @@ def seconds(ts: timestamp_pb2.Timestamp) -> float:
 
 def struct(data: dict[str, Any]) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
-    out.update(data)
+    fill_struct(out, data)
     return out
 
 

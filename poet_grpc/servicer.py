@@ -11,6 +11,7 @@ from poet_grpc import mapping
 from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, poet_service_pb2_grpc
 from poet_grpc.config import Settings
 from poet_grpc.core.app import Core
+from poet_grpc.core.event_router import Checkpoint
 
 
 class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):
@@ -86,23 +87,18 @@ class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):
         # Events from the live tail are the same objects for every subscriber:
         # each is converted to a message once, not once per subscriber.
         messages = self._stream_messages
-        if not request.max_batch_size:
-            async for item in self._core.events.subscribe(
-                mapping.event_filter(request), after_position=request.after_position,
-                live_only=request.live_only, checkpoint_seconds=self._settings.checkpoint_seconds,
-            ):
-                yield messages.get(item)
-            return
-        size = request.max_batch_size
+        batched = request.max_batch_size > 0
         async for item in self._core.events.subscribe_batches(
-            mapping.event_filter(request), after_position=request.after_position,
-            live_only=request.live_only, checkpoint_seconds=self._settings.checkpoint_seconds,
+            mapping.event_filter(request), after_position=request.after_position, live_only=request.live_only,
+            checkpoint_seconds=self._settings.checkpoint_seconds, max_batch=request.max_batch_size,
         ):
-            if isinstance(item, list):
-                for start in range(0, len(item), size):
-                    yield messages.batch(item[start:start + size])
-            else:
+            if isinstance(item, Checkpoint):
                 yield messages.get(item)
+            elif batched:
+                yield messages.batch(item)
+            else:
+                for event in item:
+                    yield messages.get(event)
 
     async def PublishEvents(self, request, context) -> pb.PublishEventsResponse:
         records = [mapping.event_record(e, environment=self._settings.environment) for e in request.events]

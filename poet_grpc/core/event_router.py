@@ -173,10 +173,11 @@ class EventRouter:
                     yield event
 
     async def subscribe_batches(
-        self, flt: EventFilter, *, after_position: int = 0, live_only: bool = False, checkpoint_seconds: float = 10.0
+        self, flt: EventFilter, *, after_position: int = 0, live_only: bool = False, checkpoint_seconds: float = 10.0,
+        max_batch: int = 0,
     ) -> AsyncIterator[list[EventRecord] | Checkpoint]:
         """Every matching event after the position, backlog first, then live ones,
-        in lists of up to read_batch events (never empty) in log order.
+        in lists (never empty) of up to max_batch events (0: up to read_batch) in log order.
 
         Yields a caught-up Checkpoint when the backlog is exhausted, and another
         every checkpoint_seconds (while idle, or while only non-matching events
@@ -212,8 +213,9 @@ class EventRouter:
                         raise _expired(position, start)
                     position = events[-1].position if len(events) == self._read_batch else max(position, considered)
                     self._last = max(self._last, considered)
-                if events:
-                    yield events
+                step = max_batch or max(1, len(events))
+                for start in range(0, len(events), step):
+                    yield events[start:start + step]
                 if time.monotonic() - checkpointed >= checkpoint_seconds:
                     checkpointed = time.monotonic()
                     yield Checkpoint(position, caught_up=position >= self._last)

@@ -57,6 +57,10 @@ async def test_publish_is_idempotent_by_event_id(stub):
         ([event("has spaces")], "events[0].type"),
         ([event("ok.type", payload_blob="x" * 300_000)], "events[0]"),
         ([event("ok.type", function_name="not valid")], "events[0].function_name"),
+        # A problem found once in a batch is still reported for every event that has it.
+        ([event("bad type"), event("bad type")], "events[1].type"),
+        ([event("ok.type", "bad name"), event("ok.type", "bad name")], "events[1].function_name"),
+        ([event("ok.type"), event("ok.type", payload_blob="x" * 300_000)], "events[1]"),
     ],
 )
 async def test_invalid_batches_append_nothing(stub, events, field):
