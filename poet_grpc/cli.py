@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-listen", help=f"REST gateway host:port [env POET_HTTP_LISTEN, default {defaults.http_listen}]")
     serve.add_argument("--no-gateway", action="store_true", help="serve gRPC only, without the Envoy REST gateway")
     serve.add_argument("--db", type=Path, help=f"SQLite file [env POET_DB, default {defaults.db}]")
+    serve.add_argument(
+        "--sandbox", choices=("namespaces", "process"),
+        help="where submitted code runs: namespaces (the sandbox) or process (weaker, for hosts without "
+             "namespaces; see the README) [env POET_SANDBOX, default namespaces]",
+    )
     serve.add_argument("--log-level", help=f"DEBUG, INFO, WARNING... [env POET_LOG_LEVEL, default {defaults.log_level}]")
 
     gateway = commands.add_parser("gateway", help="run only the Envoy REST gateway in front of a running gRPC server")
@@ -140,11 +145,17 @@ def _serve(args) -> int:
         http_listen=args.http_listen,
         db=args.db,
         log_level=args.log_level,
+        sandbox=args.sandbox,
         gateway=False if args.no_gateway else None,
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from poet_grpc.sandbox import SandboxUnavailable
+
     try:
         return asyncio.run(serve(settings))
+    except SandboxUnavailable as exc:
+        print(f"poet-grpc: cannot start: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"poet-grpc: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -78,7 +78,16 @@ class Settings:
     """Enhancements generated at once; more wait their turn (POET_GENERATOR_WORKERS)."""
 
     gate_timeout_seconds: float = 10.0
-    """Time limit for importing generated code in the isolated check (POET_GATE_TIMEOUT_SECONDS)."""
+    """Wall-clock limit of the gate's sandboxed checks of one version (importing the
+    original and the generated module, bandit's scan); a check that overruns it is
+    killed and the version refused (POET_GATE_TIMEOUT_SECONDS)."""
+
+    sandbox: str = "namespaces"
+    """Where submitted and generated code runs (POET_SANDBOX): "namespaces", the
+    sandbox (own user, PID, network and mount namespaces; the server refuses to
+    start where the host does not allow them), or "process", a weaker mode for such
+    hosts: a separate process with resource limits only, which sees the server's
+    files and network (see the README)."""
 
     sinks_file: str = ""
     """JSON file listing the outbound sinks (webhook, pagerduty, slack, mlflow); empty
@@ -143,6 +152,8 @@ class Settings:
         """Self, or ValueError naming the setting that is out of range."""
         for name in ("grpc_listen", "http_listen"):
             split_address(getattr(self, name), setting=name)
+        if self.sandbox not in ("namespaces", "process"):
+            raise ValueError(f"sandbox must be namespaces or process, not {self.sandbox!r}")
         if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"sqlite_synchronous must be FULL, NORMAL or EXTRA, not {self.sqlite_synchronous!r}")
         for name in ("max_code_bytes", "max_event_bytes", "max_publish_batch", "max_message_bytes", "generator_workers"):

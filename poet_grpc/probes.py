@@ -1,7 +1,7 @@
 """Liveness and readiness: the ProbeService behind ``GET /health/live`` and
 ``GET /health/ready``.
 
-Readiness is the seed's three checks:
+Readiness is the seed's three checks and the sandbox's:
 
 - ``storage``: the event log answers a cheap query (its last position) on the
   store thread within STORAGE_TIMEOUT_SECONDS;
@@ -9,7 +9,11 @@ Readiness is the seed's three checks:
   Gemini's circuit breaker is not open (half-open lets a trial call through, so
   it counts as usable);
 - ``memory``: the process's resident set is under ``readiness_max_rss_bytes``
-  (0 turns the check off).
+  (0 turns the check off);
+- ``sandbox``: the code sandbox is open (its workers are started on demand).
+
+The answer also says which isolation is in force (``isolation``: namespaces, or
+the weaker process mode an operator chose).
 
 During shutdown readiness is ``not_ready`` whatever the checks say, so a load
 balancer stops sending before the listeners close. A not-ready answer carries
@@ -86,14 +90,16 @@ class ProbeServicer(probes_pb2_grpc.ProbeServiceServicer):
         return pb.GetReadinessResponse(
             status=pb.ready if ready else pb.not_ready,
             checks=pb.ReadinessChecks(**checks),
+            isolation=self._core.sandbox.isolation,
         )
 
     async def checks(self) -> dict[str, bool]:
-        """{"llm_client", "storage", "memory"} -> passed."""
+        """{"llm_client", "storage", "memory", "sandbox"} -> passed."""
         return {
             "llm_client": self._llm_client_ok(),
             "storage": await self._storage_ok(),
             "memory": self._memory_ok(),
+            "sandbox": not self._core.sandbox.closed,
         }
 
     async def _storage_ok(self) -> bool:

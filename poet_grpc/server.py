@@ -113,6 +113,10 @@ async def serve(settings: Settings) -> int:
     host = settings.grpc_listen.rpartition(":")[0]
     grpc_address = f"{host}:{port}"
     print(f"poet-grpc: gRPC listening on {grpc_address} (db {settings.db})", flush=True)
+    print(f"poet-grpc: code sandbox: {server.core.sandbox.describe()}", flush=True)
+    if server.core.sandbox.isolation != "namespaces":
+        print("poet-grpc: WARNING: submitted code is not confined (--sandbox process); see the README", file=sys.stderr,
+              flush=True)
     gateway = None
     exit_code = 0
     stop = asyncio.Event()

@@ -12,6 +12,12 @@ from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, poet_serv
 from poet_grpc.config import Settings
 from poet_grpc.core.app import Core
 from poet_grpc.core.event_router import Checkpoint
+from poet_grpc.interceptors.rate_limit import client_key
+
+
+def _caller(context: grpc.aio.ServicerContext) -> str:
+    """Who is calling, for the generator's fair share (as the rate limiter sees it)."""
+    return client_key(context.invocation_metadata(), context.peer())
 
 
 class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):
@@ -21,7 +27,9 @@ class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):
         self._stream_messages = mapping.StreamMessages()
 
     async def Enhance(self, request: pb.EnhanceRequest, context: grpc.aio.ServicerContext) -> pb.EnhanceResponse:
-        version = await self._core.enhancements.enhance(mapping.spec_from_enhance(request), request_id=request.request_id)
+        version = await self._core.enhancements.enhance(
+            mapping.spec_from_enhance(request), request_id=request.request_id, caller=_caller(context)
+        )
         return pb.EnhanceResponse(
             enhanced_code=mapping.enhanced_code(version),
             version=version.version,
@@ -31,7 +39,8 @@ class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):
 
     async def EnhanceTranspiled(self, request, context) -> pb.EnhanceTranspiledResponse:
         version = await self._core.enhancements.enhance(
-            mapping.spec_from_transpiled(request), request_id=request.request_id, code_field="python_code"
+            mapping.spec_from_transpiled(request), request_id=request.request_id, code_field="python_code",
+            caller=_caller(context),
         )
         return pb.EnhanceTranspiledResponse(
             transpilation_id=request.transpilation_id,
@@ -43,7 +52,9 @@ class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):
 
     async def EnhanceExternal(self, request, context) -> pb.EnhanceExternalResponse:
         spec = mapping.spec_from_external(request)
-        version = await self._core.enhancements.enhance(spec, request_id=request.request_id, code_field="function_code")
+        version = await self._core.enhancements.enhance(
+            spec, request_id=request.request_id, code_field="function_code", caller=_caller(context)
+        )
         return pb.EnhanceExternalResponse(
             enhanced_code=mapping.enhanced_code(version),
             version=version.version,

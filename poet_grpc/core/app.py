@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from poet_grpc import generator
@@ -24,12 +25,20 @@ class Core:
     feedback: FeedbackService
     learning: LearningLoop
     integrations: Integrations
+    sandbox: generator.GateSandbox
     retention: Retention | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> "Core":
         """Open the store and start the learning loop and the integrations."""
         sinks = load_sinks(settings.sinks_file)  # a bad sinks file stops startup here
+        # No confinement, no service: SandboxUnavailable stops startup here too.
+        sandbox = await asyncio.to_thread(
+            generator.gate_sandbox,
+            isolation=settings.sandbox,
+            workers=settings.generator_workers,
+            timeout_seconds=settings.gate_timeout_seconds,
+        )
         db = await Database.open(settings.db, synchronous=settings.sqlite_synchronous)
         events = EventRouter(db, environment=settings.environment)
         llm = None
@@ -39,9 +48,8 @@ class Core:
                 model=settings.gemini_model,
                 base_url=settings.gemini_base_url or None,
                 timeout_seconds=settings.gemini_timeout_seconds,
-                gate_timeout_seconds=settings.gate_timeout_seconds,
             )
-        enhancements = EnhancementService(events, workers=settings.generator_workers, llm=llm)
+        enhancements = EnhancementService(events, workers=settings.generator_workers, llm=llm, sandbox=sandbox)
         learning = LearningLoop(db, events, enhancements, learning_policy(settings))
         core = cls(
             db=db,
@@ -51,6 +59,7 @@ class Core:
             feedback=FeedbackService(events, learning),
             learning=learning,
             integrations=Integrations(db, events, sinks),
+            sandbox=sandbox,
         )
         await events.start()
         learning.start()

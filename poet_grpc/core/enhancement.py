@@ -1,9 +1,10 @@
 """Enhancement: turn a function into its next stored version.
 
-Generation runs on worker threads (the generator's safety gate imports the
-generated code in a subprocess, never here); storing the version is one store
-transaction that appends an `enhancement.completed` event, from which the
-store's projector writes the version row.
+Generation runs on worker threads (the generator's safety gate runs the
+generated code in the sandbox, never here), at most half of them for any one
+caller (FairShare); storing the version is one store transaction that appends an
+`enhancement.completed` event, from which the store's projector writes the
+version row.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from typing import Any, Callable
 from poet_grpc import generator
 from poet_grpc.core.errors import FieldViolation, InvalidArgument, PoetError
 from poet_grpc.core.event_router import EventRouter
+from poet_grpc.core.fair_share import FairShare
 from poet_grpc.core.idempotency import seen_request
 from poet_grpc.core.models import VERSION_ACTIVE, EnhancementSpec, EventRecord, FunctionVersion, GeneratedCode
 from poet_grpc.store import Store
 
 ENHANCEMENT_COMPLETED = "enhancement.completed"
 MAX_NUMBER_RACES = 3
+LEARNING_CALLER = "poet:learning-loop"
+"""The caller the learning loop's regenerations count against."""
 
 
 class GenerationFailed(PoetError):
@@ -59,22 +63,28 @@ class EnhancementService:
         workers: int = 4,
         generate: Callable[..., GeneratedCode] = generator.generate,
         llm: "generator.GeminiGenerator | None" = None,
+        sandbox: "generator.GateSandbox | None" = None,
     ):
+        """workers: generations at once (the sandbox should have as many workers);
+        sandbox: where the gate runs the code (default: the generator's shared one)."""
         self._router = router
         self._generate = generate
         self._llm = llm
+        self._sandbox = sandbox
         self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poet-generator")
+        self._fair_share = FairShare(workers)
 
     @property
     def llm(self) -> "generator.GeminiGenerator | None":
         return self._llm
 
     async def enhance(
-        self, spec: EnhancementSpec, *, request_id: str = "", code_field: str = "original_code"
+        self, spec: EnhancementSpec, *, request_id: str = "", code_field: str = "original_code", caller: str = ""
     ) -> FunctionVersion:
         """The version for spec: a stored one when this content or request_id was
         seen before, else a newly generated and stored next version. An empty
-        function_name means the first function the code defines."""
+        function_name means the first function the code defines. `caller` (who
+        asks) gets at most half of the generator's workers at a time."""
         spec = dataclasses.replace(
             spec,
             function_name=spec.function_name or self._first_function(spec.original_code, code_field),
@@ -88,7 +98,7 @@ class EnhancementService:
             )
             if known is not None:
                 return known
-            code = await self._run_generator(spec, f"v{number}", code_field, evidence=None)
+            code = await self._run_generator(spec, f"v{number}", code_field, evidence=None, caller=caller)
             stored = await self._router.commit(
                 lambda store: self._store_version(store, spec, code, content_hash, number, request_id=request_id)
             )
@@ -102,7 +112,9 @@ class EnhancementService:
         name = job.parent.function_name
         for _ in range(MAX_NUMBER_RACES):
             number = await self._router.commit(lambda store: store.next_version_number(name))
-            code = await self._run_generator(job.spec, f"v{number}", "original_code", evidence=job.evidence)
+            code = await self._run_generator(
+                job.spec, f"v{number}", "original_code", evidence=job.evidence, caller=LEARNING_CALLER
+            )
 
             def store_it(store: Store) -> FunctionVersion | bool | None:
                 with store.atomic():
@@ -124,10 +136,13 @@ class EnhancementService:
     def close(self) -> None:
         self._workers.shutdown(wait=False, cancel_futures=True)
 
-    async def _run_generator(self, spec: EnhancementSpec, label: str, code_field: str, evidence) -> GeneratedCode:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._workers, self._generate_checked, spec, label, code_field, evidence
-        )
+    async def _run_generator(
+        self, spec: EnhancementSpec, label: str, code_field: str, evidence, caller: str
+    ) -> GeneratedCode:
+        async with self._fair_share.slot(caller):
+            return await asyncio.get_running_loop().run_in_executor(
+                self._workers, self._generate_checked, spec, label, code_field, evidence
+            )
 
     @staticmethod
     def _first_function(code: str, code_field: str) -> str:
@@ -158,7 +173,7 @@ class EnhancementService:
         """Runs on a worker thread: validate, then generate."""
         self._check(spec, code_field)
         try:
-            return self._generate(spec, version=label, evidence=evidence, llm=self._llm)
+            return self._generate(spec, version=label, evidence=evidence, llm=self._llm, sandbox=self._sandbox)
         except generator.AnalysisError as exc:
             field = code_field if exc.field == "original_code" else exc.field
             raise InvalidArgument.single(field, exc.description) from None

@@ -6,12 +6,13 @@ backoff and jitter on transient errors, a deadline), Enforce (result checks) and
 Train (in-process execution metrics, and a function.execution event per call when an
 events endpoint is configured: see _emitter). The template generator always runs; with a
 GeminiGenerator (a Gemini API key) an LLM may write the version instead, kept only
-when it passes the same gate (see _llm). Generated code is checked by a gate that imports it in an isolated subprocess, never in this one.
+when it passes the same gate (see _llm). Generated code is checked by a gate that imports it in the sandbox (poet_grpc.sandbox),
+never in this process.
 """
 
 from poet_grpc.generator._analysis import FunctionInfo, ParamInfo, analyze, first_function_name
 from poet_grpc.generator._errors import AnalysisError, GateError, GeneratorError
-from poet_grpc.generator._gate import check_generated
+from poet_grpc.generator._gate import GateSandbox, check_generated, gate_sandbox
 from poet_grpc.generator._generate import generate, safety_level
 from poet_grpc.generator._llm import GeminiGenerator, LLMOutcome
 from poet_grpc.generator._params import OPTIMIZE_FOR
@@ -26,6 +27,7 @@ __all__ = [
     "DomainParam",
     "FunctionInfo",
     "GateError",
+    "GateSandbox",
     "GeminiGenerator",
     "GeneratorError",
     "LLMOutcome",
@@ -33,6 +35,7 @@ __all__ = [
     "analyze",
     "check_generated",
     "first_function_name",
+    "gate_sandbox",
     "generate",
     "safety_level",
 ]

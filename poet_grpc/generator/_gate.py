@@ -1,38 +1,32 @@
 """The safety gate: generated code must parse, compile, keep the function's exact
 signature, gain no dangerous capability, raise no new high-severity bandit finding,
-and import cleanly in an isolated subprocess.
+and import cleanly in the sandbox.
 
 The gate trusts nothing in the generated text (it also serves LLM-written code):
 
-- Capabilities (AST scan, check "capability"): code execution (exec, eval, compile,
-  __import__, breakpoint, importlib.import_module), processes (os.system, os.popen,
-  os.exec*, os.spawn*, os.posix_spawn*, subprocess, asyncio subprocesses, pty) and
-  network modules (socket, urllib, http.client, ftplib, smtplib, requests, httpx,
-  aiohttp and a few more). Each is allowed only if the original uses the same
-  capability. The scan also counts indirect routes it can see: a module alias of
-  os/builtins/importlib passed around as a value, getattr() with the name of a
-  forbidden attribute, `__builtins__`, `sys.modules`. It is a static scan, not a
-  proof: it catches what a reviewer would flag at a glance.
-- The only exemption is the event emitter, recognised as the exact canonical text
-  of `_emitter.CANONICAL` forming whole top-level statements; any other text (a
-  modified emitter included) is scanned like the rest. Code outside that block may
-  not rebind any name the block defines, nor read its private helpers (`_poet_ev_*`):
-  only `_poet_emit`, `_poet_flush_events`, `_poet_execution_start` and
-  `_poet_execution_event` are its interface.
-- bandit (check "bandit"): the original and the generated module (emitter block
-  blanked out) are scanned in this process, `# nosec` ignored, while the sandbox
-  import runs; any HIGH-severity finding in the generated module whose test id
-  the original's findings lack fails the gate.
+- Capabilities (check "capability", see _capabilities): a static scan for code
+  execution, processes, network and reaching into other code's namespaces; each is
+  allowed only if the original uses the same capability. POET's event emitter is
+  exempt by its exact canonical text only.
+- bandit (check "bandit"): the generated module (the emitter block, the
+  template's fixed helpers and the original's own statements blanked out) is
+  scanned with the tests that can report HIGH severity, `# nosec` ignored; any
+  HIGH finding whose test id the original's findings lack fails the gate (the
+  original is scanned only then). Bidirectional control characters (bandit's
+  B613, "trojan source") the original does not have are looked for here.
+- The import (checks "compile", "import", "function", "signature",
+  "import_timeout"): the original and the generated module are imported, one after
+  the other, and their run-time signatures compared.
 
-Generated code never runs in this process. The import check runs
-`python -I -B -c <_CHILD>` in a fresh session with a wall-clock timeout (the whole
-process group is killed at expiry), a minimal environment (no server secrets),
-stdout discarded, and an address-space limit (RLIMIT_AS) plus a CPU-time limit.
-The limits are set by the child itself as its first act, before any untrusted code
-is loaded, rather than through `preexec_fn`, which is unsafe in a threaded server
-(generation runs on worker threads) and can deadlock the fork.
+Submitted and generated code never runs in this process, nor anywhere but the
+sandbox (poet_grpc.sandbox): the import runs there in a fresh process forked from
+a warm worker, and bandit's scan at the same time in a warm confined worker of its
+own, while this process does the static checks; work that overruns the time limit
+is killed and the code refused. A sandbox that fails makes the gate fail closed
+(check "sandbox"). The template's output comes with its chunks (see _Layout), so
+the fixed helper blocks are neither parsed nor compiled again for every version.
 
-Third-party modules the original imports but this interpreter does not have are
+Third-party modules the original imports but the runtime does not have are
 replaced by stub modules in the sandbox (only those names, only when no real module
 is found), so the gate checks POET's code, not whether the agent's dependencies are
 installed on the server.
@@ -41,142 +35,93 @@ installed on the server.
 from __future__ import annotations
 
 import ast
-import io
-import json
-import math
-import os
-import select
-import signal
-import subprocess
-import sys
-import tempfile
+import atexit
 import threading
-import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 
-from poet_grpc.generator import _runtime
-from poet_grpc.generator._analysis import analyze_module
+from poet_grpc.generator import _emitter, _runtime
+from poet_grpc.generator._analysis import Analysis, analyze_module
 from poet_grpc.generator._capabilities import check_capabilities, emitter_block
 from poet_grpc.generator._errors import AnalysisError, GateError
-from poet_grpc.generator._parsing import AST_LOCK
 from poet_grpc.generator._parsing import parse as parse_ast
+from poet_grpc.sandbox import Pending, Sandbox, SandboxError, TaskResult
 
-MEMORY_LIMIT_BYTES = 1 << 30
-"""RLIMIT_AS of the sandbox: 1 GiB of address space."""
+_IMPORT_JOB_SOURCE = Path(__file__).with_name("_gate_import_job.py").read_text(encoding="utf-8")
+BANDIT_JOB = Path(__file__).with_name("_gate_bandit_job.py").read_text(encoding="utf-8")
+"""What the gate's sandbox workers load (see _gate_import_job, _gate_bandit_job)."""
 
-_STDERR_TAIL = 2000
-
-_CHILD = r'''
-import sys
-
-def _limit_resources():
-    import resource
-    memory, cpu_seconds = int(sys.argv[1]), int(sys.argv[2])
-    for which, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_CPU, cpu_seconds)):
-        soft, hard = resource.getrlimit(which)
-        if hard != resource.RLIM_INFINITY:
-            value = min(value, hard)
-        resource.setrlimit(which, (value, hard))
-
-_limit_resources()
-
-import importlib.util
-import inspect
-import json
-import os
-import re
-import traceback
-
-reference_path, generated_path, result_path, name, stub_roots = sys.argv[3:8]
-stub_roots = set(json.loads(stub_roots))
-stubbed = []
+DEFAULT_TIMEOUT_SECONDS = 10.0
 
 
-class _StubLoader:
-    def create_module(self, spec):
-        return None
+class GateSandbox:
+    """The gate's two sandboxes: `imports` forks a fresh confined process per check
+    to import the code; `scans` runs bandit (which only reads the code) in warm
+    confined workers, one scan after another. Both have the same isolation."""
 
-    def exec_module(self, module):
-        module.__path__ = []
-        stubbed.append(module.__name__)
+    def __init__(self, *, isolation: str = "namespaces", workers: int = 4,
+                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, jobs: Sequence[str] = ()):
+        """jobs: extra job sources loaded after the gate's own (tests replace a job this way)."""
+        self.imports = Sandbox([IMPORT_JOB, *jobs], isolation=isolation, workers=workers,
+                               timeout_seconds=timeout_seconds)
+        self.scans = Sandbox([BANDIT_JOB, *jobs], isolation=isolation, workers=workers,
+                             timeout_seconds=timeout_seconds, in_process=True)
 
-        def __getattr__(attribute):
-            if attribute.startswith("__"):
-                raise AttributeError(attribute)
-            from unittest import mock
-            return mock.MagicMock(name=module.__name__ + "." + attribute)
+    def start(self) -> "GateSandbox":
+        try:
+            self.imports.start()
+            self.scans.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
 
-        module.__getattr__ = __getattr__
+    def close(self) -> None:
+        self.imports.close()
+        self.scans.close()
 
+    @property
+    def closed(self) -> bool:
+        return self.imports.closed or self.scans.closed
 
-class _StubFinder:
-    """Last resort for the original's own imports that no real finder resolves."""
+    @property
+    def isolation(self) -> str:
+        return self.imports.isolation
 
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname.partition(".")[0] in stub_roots:
-            return importlib.util.spec_from_loader(fullname, _StubLoader(), is_package=True)
-        return None
+    @property
+    def timeout_seconds(self) -> float:
+        return self.imports.timeout_seconds
 
-
-def finish(result):
-    result["stubbed"] = sorted(set(stubbed))
-    with open(result_path, "w", encoding="utf-8") as out:
-        json.dump(result, out)
-    sys.stdout.flush()
-    os._exit(0)  # threads the module started cannot keep the sandbox alive
-
-
-def fail(check, description):
-    finish({"ok": False, "check": check, "description": description[:1000]})
-
-
-def explain(error, path):
-    where = ""
-    for frame in traceback.extract_tb(error.__traceback__):
-        if frame.filename == path:
-            where = " (line %d)" % frame.lineno
-    return "%s: %s%s" % (type(error).__name__, error, where)
+    def describe(self) -> str:
+        return f"{self.imports.describe()}; bandit in {self.scans.workers} warm confined workers"
 
 
-def load(path, module_name):
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+_sandboxes: dict[tuple, GateSandbox] = {}
+_sandboxes_lock = threading.Lock()
 
 
-if stub_roots:
-    sys.meta_path.append(_StubFinder())
-# Both load under one module name (one after the other), so that reprs of their
-# classes and objects in signatures read the same; addresses are masked below.
-try:
-    reference = load(reference_path, "poet_gate_module")
-except BaseException as error:
-    fail("import", "the original module fails at import: " + explain(error, reference_path))
-del sys.modules["poet_gate_module"]
-try:
-    generated = load(generated_path, "poet_gate_module")
-except BaseException as error:
-    fail("import", "the generated module fails at import: " + explain(error, generated_path))
+def gate_sandbox(
+    *, isolation: str = "namespaces", workers: int = 4, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+) -> GateSandbox:
+    """The started sandbox the gate runs in, shared by every user of the same
+    settings in this process (its warm workers outlive a server that is closed
+    and opened again, as in tests). SandboxUnavailable when the host cannot give
+    the chosen isolation."""
+    key = (isolation, workers, timeout_seconds)
+    with _sandboxes_lock:
+        sandbox = _sandboxes.get(key)
+        if sandbox is None or sandbox.closed:
+            sandbox = GateSandbox(isolation=isolation, workers=workers, timeout_seconds=timeout_seconds).start()
+            _sandboxes[key] = sandbox
+        return sandbox
 
-original = getattr(reference, name, None)
-enhanced = getattr(generated, name, None)
-if not callable(enhanced):
-    fail("function", "the generated module binds no callable %r" % name)
-try:
-    want = re.sub(r" at 0x[0-9a-fA-F]+", " at 0x?", str(inspect.signature(original, follow_wrapped=False)))
-    got = re.sub(r" at 0x[0-9a-fA-F]+", " at 0x?", str(inspect.signature(enhanced, follow_wrapped=False)))
-except (TypeError, ValueError) as error:
-    fail("signature", "no signature at run time: %s" % error)
-if want != got:
-    fail("signature", "at run time the signature is %s%s, the original's is %s%s" % (name, got, name, want))
-if inspect.iscoroutinefunction(original) != inspect.iscoroutinefunction(enhanced):
-    fail("signature", "the generated function's async-ness differs from the original's at run time")
-finish({"ok": True})
-'''
+
+@atexit.register
+def _close_sandboxes() -> None:
+    with _sandboxes_lock:
+        for sandbox in _sandboxes.values():
+            sandbox.close()
+        _sandboxes.clear()
 
 
 def check_generated(
@@ -184,58 +129,158 @@ def check_generated(
     generated_source: str,
     function_name: str,
     *,
-    timeout_seconds: float = 10.0,
+    chunks: Sequence[str] | None = None,
+    original: Analysis | None = None,
+    sandbox: GateSandbox | None = None,
+    timeout_seconds: float | None = None,
 ) -> None:
     """Raise GateError unless generated_source is an acceptable enhancement of
     function_name from original_source (see the module docstring).
 
-    Checks, in order: "original" (the original analyses), "syntax" and "compile"
-    (the generated code), "function" (a top-level def of the name exists),
-    "signature" (same parameters, defaults, annotations, return annotation and
-    async-ness as text, then again with inspect.signature in the sandbox),
-    "capability" (no forbidden capability the original lacks; the emitter block's
-    names are reserved), "bandit" (no new HIGH-severity finding, or bandit could
-    not scan), "import" / "import_timeout" / "sandbox" (the isolated import).
+    Checks: "original" (the original analyses), "syntax" (the generated code
+    parses), "function" (a top-level def of the name exists), "signature" (same
+    parameters, defaults, annotations, return annotation and async-ness as text,
+    then again with inspect.signature in the sandbox), "capability" (no forbidden
+    capability the original lacks; the emitter block's names are reserved), then
+    from the sandbox "compile", "import", "import_timeout", "bandit" (no new
+    HIGH-severity finding, or bandit could not scan) and "sandbox". The checks of
+    this process win over the sandbox's when both fail.
+    `chunks`: the generated source as the template rendered it, in pieces of whole
+    top-level statements (see _Layout); the check is the same, only cheaper.
+    `original`: the original's analysis, when the caller has it already.
+    `sandbox`: where to run (default: gate_sandbox()); `timeout_seconds`: the time
+    limit of the sandboxed work (default: the sandbox's).
     """
-    try:
-        original = analyze_module(original_source, function_name)
-    except AnalysisError as exc:
-        raise GateError("original", exc.description) from None
-    tree, enhanced = _static_checks(generated_source, function_name)
-    _compare_signatures(original.node, enhanced)
-    exempt = emitter_block(tree, generated_source)
-    check_capabilities(original.tree, tree, exempt)
+    if original is None or original.source != original_source or original.info.name != function_name:
+        try:
+            original = analyze_module(original_source, function_name)
+        except AnalysisError as exc:
+            raise GateError("original", exc.description) from None
+    layout = _Layout.of(generated_source, chunks)
+    tree, exempt = layout.tree, layout.exempt
     known = exempt | _known_statements(tree, generated_source, original_source, original.tree)
-    scanned = _blank_statements(generated_source, tree, known)
-    _sandbox_import(
-        _undecorated(original_source, original.node),
-        generated_source,
-        function_name,
-        stub_roots=_import_roots(original.tree),
-        timeout_seconds=timeout_seconds,
-        while_waiting=lambda: _bandit_check(original_source, scanned),
-    )
-
-
-def _static_checks(source: str, name: str) -> tuple[ast.Module, ast.FunctionDef | ast.AsyncFunctionDef]:
+    sandbox = sandbox or gate_sandbox()
+    timeout_seconds = timeout_seconds or sandbox.timeout_seconds
+    import_args = {
+        "original": _undecorated(original_source, original.node),
+        # The chunks, when the layout used them, make up the generated source.
+        **({"chunks": list(chunks)} if layout.chunked else {"generated": generated_source}),
+        "name": function_name,
+        "stub_roots": _import_roots(original.tree),
+    }
+    scan_args = {
+        "original": original_source,
+        "generated": layout.blank(_blank_statements(generated_source, tree, known)),
+    }
+    started: list[Pending] = []
     try:
-        tree = parse_ast(source, filename="<generated>")
+        started.append(sandbox.imports.submit([("gate.import", import_args)], timeout_seconds=timeout_seconds))
+        started.append(sandbox.scans.submit([("gate.bandit", scan_args)], timeout_seconds=timeout_seconds))
+        enhanced = _function(tree, function_name)
+        _compare_signatures(original.node, enhanced)
+        check_capabilities(original.tree, tree, exempt, emitter=layout.emitter)
+        _check_bidirectional_text(original_source, generated_source)
+    except BaseException as exc:
+        for pending in started:
+            pending.cancel()
+        if isinstance(exc, SandboxError):
+            raise GateError("sandbox", str(exc)) from None
+        raise
+    imports, scans = started
+    try:
+        (imported,) = imports.result()
+    except SandboxError as exc:
+        scans.cancel()
+        raise GateError("sandbox", str(exc)) from None
+    try:
+        (scanned,) = scans.result()
+    except SandboxError as exc:
+        raise GateError("sandbox", str(exc)) from None
+    _import_verdict(imported, timeout_seconds)
+    _bandit_verdict(scanned)
+
+
+class _Layout:
+    """The generated module as the gate analyses it: `tree` holds every top-level
+    statement the gate must read, `exempt` the indices in it of POET's own event
+    emitter (exact canonical text), `emitter` whether the module has that block.
+
+    From the whole text (LLM-written code) that is one parse. From the template's
+    chunks, the fixed chunks (the emitter and the runtime helper blocks, exact text)
+    are not parsed again: only the other chunks are, each on its own. That is the
+    same module: a chunk that parses on its own ends every bracket, string and block
+    it opens and starts at column 0, so the whole text tokenizes as the chunks do,
+    one after the other. The fixed chunks stay out of the tree; they hold no
+    capability (checked once, below) and the emitter's names stay reserved."""
+
+    def __init__(self, tree: ast.Module, exempt: frozenset[int], emitter: bool, fixed_lines: list[tuple[int, int]],
+                 chunked: bool = False):
+        self.tree = tree
+        self.exempt = exempt
+        self.emitter = emitter
+        self._fixed_lines = fixed_lines
+        self.chunked = chunked
+
+    @classmethod
+    def of(cls, source: str, chunks: Sequence[str] | None) -> "_Layout":
+        if chunks is None or "\r" in source or "".join(chunks) != source or not all(c.endswith("\n") for c in chunks):
+            tree = _parse(source)
+            exempt = emitter_block(tree, source)
+            return cls(tree, exempt, bool(exempt), [])
+        body: list[ast.stmt] = []
+        fixed: list[tuple[int, int]] = []
+        emitter = False
+        line = 1
+        for chunk in chunks:
+            lines = chunk.count("\n")
+            text = chunk.strip("\n")
+            if text in _FIXED_CHUNKS:
+                fixed.append((line, line + lines - 1))
+                emitter = emitter or text == _EMITTER_TEXT
+            else:
+                body.extend(_parse(chunk, first_line=line).body)
+            line += lines
+        return cls(ast.Module(body=body, type_ignores=[]), frozenset(), emitter, fixed, chunked=True)
+
+    def blank(self, source: str) -> str:
+        """source without the fixed chunks' lines (line numbers kept)."""
+        if not self._fixed_lines:
+            return source
+        lines = source.split("\n")
+        for start, end in self._fixed_lines:
+            lines[start - 1 : end] = [""] * (end - start + 1)
+        return "\n".join(lines)
+
+
+def _parse(source: str, *, first_line: int = 1) -> ast.Module:
+    try:
+        # Blank lines in front give the nodes their line numbers in the whole module.
+        tree = parse_ast("\n" * (first_line - 1) + source, filename="<generated>")
     except SyntaxError as exc:
         raise GateError("syntax", f"line {exc.lineno}, column {exc.offset}: {exc.msg}") from None
-    except (ValueError, RecursionError) as exc:
-        raise GateError("syntax", str(exc)) from None
-    try:
-        compile(tree, "<generated>", "exec")  # compiles only; nothing runs
-    except (SyntaxError, ValueError, RecursionError) as exc:
-        where = f"line {exc.lineno}: " if isinstance(exc, SyntaxError) and exc.lineno else ""
-        raise GateError("compile", f"{where}{exc}") from None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise GateError("syntax", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    return tree
+
+
+def _function(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef:
     found = None
     for stmt in tree.body:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == name:
             found = stmt
     if found is None:
         raise GateError("function", f"the generated code defines no top-level function {name!r}")
-    return tree, found
+    return found
+
+
+def _import_verdict(result: TaskResult, timeout_seconds: float) -> None:
+    if result.timed_out:
+        raise GateError("import_timeout", f"importing the generated module did not finish within {timeout_seconds:g} s")
+    if not result.ok:
+        raise GateError("import", f"the import check failed: {result.error}")
+    verdict = result.value if isinstance(result.value, dict) else {}
+    if not verdict.get("ok"):
+        raise GateError(str(verdict.get("check", "import"))[:40], str(verdict.get("description", ""))[:1000])
 
 
 def _signature_text(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
@@ -322,6 +367,26 @@ _RUNTIME_BLOCKS = tuple(
 )
 """The template's fixed helper blocks, exactly as rendered."""
 
+_EMITTER_TEXT = _emitter.CANONICAL.strip("\n")
+_FIXED_CHUNKS = frozenset(_RUNTIME_BLOCKS) | {_EMITTER_TEXT}
+"""Chunks of the template that the gate knows by their exact text."""
+
+
+def _check_fixed_chunks() -> None:
+    """Each fixed chunk parses on its own and, but for the emitter (exempt by
+    design), uses no capability: checked once here rather than in every version."""
+    empty = ast.Module(body=[], type_ignores=[])
+    for text in _FIXED_CHUNKS:
+        tree = parse_ast(text)
+        if text != _EMITTER_TEXT:
+            check_capabilities(empty, tree, frozenset())
+
+
+_check_fixed_chunks()
+
+IMPORT_JOB = _IMPORT_JOB_SOURCE + f"\n\nFIXED_CHUNKS = {tuple(sorted(_FIXED_CHUNKS))!r}\n"
+"""The import job, told the fixed chunks it may compile ahead."""
+
 
 def _known_statements(tree: ast.Module, source: str, original_source: str, original: ast.Module) -> frozenset[int]:
     """Top-level statements bandit need not scan, to save time: the template's fixed
@@ -342,144 +407,29 @@ def _known_statements(tree: ast.Module, source: str, original_source: str, origi
 
 # --- bandit -------------------------------------------------------------------------
 
-_BANDIT_LOCK = AST_LOCK  # bandit parses inside: it shares the AST lock (see _parsing)
-"""Serialises bandit runs: its manager and config are not documented as thread-safe."""
-_bandit_config = None
+
+_BIDIRECTIONAL = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Unicode controls that make code read differently from how it runs (bandit's
+B613, "trojan source"), checked here: a scan of the text for a few characters."""
 
 
-def _bandit_issues(sources: dict[str, str]) -> dict[str, list[tuple[str, str, int, str]]]:
-    """name -> [(test_id, severity, line, text)] for each source, scanned in memory.
-
-    Raises GateError("bandit") when bandit is missing, fails, or cannot scan a source
-    (the gate fails closed: it cannot vouch for code it could not scan).
-    """
-    global _bandit_config
-    with _BANDIT_LOCK:
-        try:
-            with warnings.catch_warnings():  # stevedore's deprecation notices, at first import
-                warnings.simplefilter("ignore")
-                from bandit.core import config as bandit_config
-                from bandit.core import manager as bandit_manager
-        except ImportError as exc:
-            raise GateError("bandit", f"bandit is not available: {exc}") from None
-        try:
-            if _bandit_config is None:
-                _bandit_config = bandit_config.BanditConfig()
-            manager = bandit_manager.BanditManager(_bandit_config, "file", quiet=True, ignore_nosec=True)
-            for name, text in sources.items():
-                # In memory: a file could be rewritten by the sandboxed import meanwhile.
-                manager._parse_file(name, io.BytesIO(text.encode("utf-8")), [name])
-            skipped = list(manager.skipped)
-            found = [(i.fname, i.test_id, i.severity, i.lineno, i.text) for i in manager.get_issue_list()]
-        except Exception as exc:  # bandit's internals changed, or it broke on this input
-            raise GateError("bandit", f"bandit failed: {type(exc).__name__}: {exc}") from None
-    if skipped:
-        raise GateError("bandit", "bandit could not scan: " + "; ".join(f"{n}: {why}" for n, why in skipped))
-    issues: dict[str, list[tuple[str, str, int, str]]] = {name: [] for name in sources}
-    for fname, test_id, severity, line, text in found:
-        issues[fname].append((test_id, severity, line, text))
-    return issues
+def _check_bidirectional_text(original: str, generated: str) -> None:
+    new = {c for c in _BIDIRECTIONAL if c in generated} - {c for c in _BIDIRECTIONAL if c in original}
+    if new:
+        names = ", ".join(sorted(f"U+{ord(c):04X}" for c in new))
+        raise GateError("bandit", f"B613: bidirectional control character(s) the original does not have: {names}")
 
 
-def _bandit_check(original_source: str, generated_source: str) -> None:
-    issues = _bandit_issues({"/original.py": original_source, "/generated.py": generated_source})
-    known = {test_id for test_id, _, _, _ in issues["/original.py"]}
-    new = [i for i in issues["/generated.py"] if i[1] == "HIGH" and i[0] not in known]
+def _bandit_verdict(result: TaskResult) -> None:
+    """Fails on a HIGH-severity finding in the generated module whose test id the
+    original's findings lack, and closed when bandit could not scan."""
+    if result.timed_out:
+        raise GateError("bandit", "bandit's scan did not finish in time")
+    if not result.ok or not isinstance(result.value, dict):
+        raise GateError("bandit", f"bandit failed: {result.error}")
+    issues = result.value
+    known = {issue[0] for issue in issues.get("original", [])}
+    new = [i for i in issues.get("generated", []) if i[1] == "HIGH" and i[0] not in known]
     if new:
         described = "; ".join(f"{test_id} at line {line}: {text}" for test_id, _, line, text in new[:5])
         raise GateError("bandit", f"high-severity finding(s) the original does not have: {described}")
-
-
-def _sandbox_import(
-    reference: str,
-    generated: str,
-    name: str,
-    *,
-    stub_roots: list[str],
-    timeout_seconds: float,
-    while_waiting: Callable[[], None] | None = None,
-) -> None:
-    """Import in the sandbox; `while_waiting()` runs here while the child works (its
-    errors win: the child is killed). timeout_seconds bounds the wait from the start."""
-    with tempfile.TemporaryDirectory(prefix="poet-gate-") as tmp:
-        folder = Path(tmp)
-        reference_path = folder / "poet_gate_original.py"
-        generated_path = folder / "poet_gate_generated.py"
-        result_path = folder / "result.json"
-        reference_path.write_text(reference, encoding="utf-8")
-        generated_path.write_text(generated, encoding="utf-8")
-        command = [
-            sys.executable,
-            "-I",
-            "-B",
-            "-c",
-            _CHILD,
-            str(MEMORY_LIMIT_BYTES),
-            str(math.ceil(timeout_seconds) + 1),
-            str(reference_path),
-            str(generated_path),
-            str(result_path),
-            name,
-            json.dumps(stub_roots),
-        ]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": tmp, "TMPDIR": tmp}
-        with open(folder / "stderr.txt", "w+b") as stderr:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                cwd=tmp,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
-            started = time.monotonic()
-            try:
-                if while_waiting is not None:
-                    while_waiting()
-                returncode = _wait(process, max(0.0, timeout_seconds - (time.monotonic() - started)))
-            except subprocess.TimeoutExpired:
-                _kill_group(process)
-                raise GateError(
-                    "import_timeout", f"importing the generated module did not finish within {timeout_seconds:g} s"
-                ) from None
-            except BaseException:
-                _kill_group(process)
-                raise
-            _kill_group(process)  # whatever the module left running
-            stderr.seek(0, os.SEEK_END)
-            stderr.seek(max(0, stderr.tell() - _STDERR_TAIL))
-            tail = stderr.read().decode("utf-8", "replace").strip()
-        try:
-            result = json.loads(result_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise GateError(
-                "sandbox", f"the sandbox exited with code {returncode} without a result: {tail or 'no output'}"
-            ) from None
-    if not result.get("ok"):
-        raise GateError(str(result.get("check", "sandbox")), str(result.get("description", "")))
-
-
-def _wait(process: subprocess.Popen, timeout: float) -> int:
-    """process.wait(timeout), without its polling loop (sleeps of up to 50 ms) where
-    Linux pidfds allow waiting for the exit directly."""
-    try:
-        pidfd = os.pidfd_open(process.pid)
-    except (AttributeError, OSError):
-        return process.wait(timeout=timeout)
-    try:
-        readable, _, _ = select.select([pidfd], [], [], timeout)
-    finally:
-        os.close(pidfd)
-    if not readable:
-        raise subprocess.TimeoutExpired(process.args, timeout)
-    return process.wait()
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()

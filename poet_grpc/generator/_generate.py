@@ -15,8 +15,9 @@ from poet_grpc.generator._gate import check_generated
 from poet_grpc.generator._params import resolve_domain, resolve_optimize_for, resolve_params
 
 if TYPE_CHECKING:
+    from poet_grpc.generator._gate import GateSandbox
     from poet_grpc.generator._llm import GeminiGenerator
-
+    
 GENERATOR = "template"
 
 SAFETY_WEIGHTS = {
@@ -48,13 +49,15 @@ def generate(
     version: str = "",
     evidence: Mapping[str, Any] | None = None,
     llm: GeminiGenerator | None = None,
+    sandbox: GateSandbox | None = None,
 ) -> GeneratedCode:
     """The enhanced version of spec.function_name (the first function when empty).
 
     Raises AnalysisError for a request that cannot be enhanced (its `field` names the
     culprit: original_code, function_name, domain, optimize_for, config, dana_source)
     and GateError when the generated code fails the gate (a generator bug).
-    Blocking (the gate runs a subprocess): call it from a worker thread in async code.
+    Blocking (the gate waits for the sandbox): call it from a worker thread in async
+    code. `sandbox`: where the gate runs the code (default: gate_sandbox()).
     `version` (e.g. "v3") is baked into the module as _POET_VERSION and reported in
     its function.execution events; it does not change anything else.
     With `llm`, the template version is the reference and the fallback: the LLM's
@@ -74,7 +77,9 @@ def generate(
     params = resolve_params(domain, optimize_for, spec.config)
     rendered = _render.render(analysis, params, domain=domain, optimize_for=optimize_for, version=version)
     dana = annotate_dana(spec.dana_source, name, domain, params)
-    check_generated(spec.original_code, rendered.python, name)
+    check_generated(
+        spec.original_code, rendered.python, name, chunks=rendered.chunks, original=analysis, sandbox=sandbox
+    )
     template = GeneratedCode(
         python=rendered.python,
         dana=dana,
@@ -85,7 +90,7 @@ def generate(
     )
     if llm is None:
         return template
-    outcome = llm.enhance_outcome(spec, template, evidence=evidence)
+    outcome = llm.enhance_outcome(spec, template, evidence=evidence, sandbox=sandbox)
     if outcome.code is not None:
         return outcome.code
     return replace(template, params={**template.params, "llm_fallback_reason": outcome.fallback_reason})

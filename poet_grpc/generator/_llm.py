@@ -66,7 +66,7 @@ from poet_grpc.core.models import EnhancementSpec, GeneratedCode
 from poet_grpc.generator import _render
 from poet_grpc.generator._analysis import analyze_module, first_function_name
 from poet_grpc.generator._errors import GateError, GeneratorError
-from poet_grpc.generator._gate import check_generated
+from poet_grpc.generator._gate import GateSandbox, check_generated
 from poet_grpc.generator._params import resolve_domain
 from poet_grpc.generator._prompt import build_prompt, extract_code
 from poet_grpc.generator.domains import DOMAINS
@@ -223,7 +223,6 @@ class GeminiGenerator:
         cache_size: int = 128,
         temperature: float = 0.2,
         max_output_tokens: int | None = None,
-        gate_timeout_seconds: float = 10.0,
     ):
         """api_key: the Gemini API key (required). base_url: another endpoint (tests
         point it at a local fake); None for Google's. timeout_seconds: per request.
@@ -250,7 +249,6 @@ class GeminiGenerator:
         self.backoff_max_seconds = backoff_max_seconds
         self.max_retry_after_seconds = max_retry_after_seconds
         self.cache_size = cache_size
-        self.gate_timeout_seconds = gate_timeout_seconds
         self._config = types.GenerateContentConfig(
             temperature=temperature,
             candidate_count=1,
@@ -300,10 +298,12 @@ class GeminiGenerator:
         template: GeneratedCode,
         *,
         evidence: Mapping[str, Any] | None = None,
+        sandbox: GateSandbox | None = None,
     ) -> LLMOutcome:
-        """enhance(), returning the whole outcome (also kept as last_outcome)."""
+        """enhance(), returning the whole outcome (also kept as last_outcome).
+        `sandbox`: where the gate runs the LLM's code (default: gate_sandbox())."""
         try:
-            outcome = self._enhance(spec, template, evidence)
+            outcome = self._enhance(spec, template, evidence, sandbox)
         except Exception as exc:  # the LLM path never breaks generation
             logger.exception("Gemini generator failed unexpectedly")
             outcome = LLMOutcome(ERROR, _short(f"{type(exc).__name__}: {exc}"))
@@ -314,7 +314,13 @@ class GeminiGenerator:
 
     # --- the steps -----------------------------------------------------------
 
-    def _enhance(self, spec: EnhancementSpec, template: GeneratedCode, evidence: Mapping[str, Any] | None) -> LLMOutcome:
+    def _enhance(
+        self,
+        spec: EnhancementSpec,
+        template: GeneratedCode,
+        evidence: Mapping[str, Any] | None,
+        sandbox: GateSandbox | None,
+    ) -> LLMOutcome:
         name = spec.function_name or first_function_name(spec.original_code)
         analysis = analyze_module(spec.original_code, name)
         domain = DOMAINS[resolve_domain(spec.domain)]
@@ -350,7 +356,7 @@ class GeminiGenerator:
         except _PolicyError as exc:
             return LLMOutcome(POLICY_REJECTED, _short(str(exc)), attempts=attempts)
         try:
-            check_generated(spec.original_code, python, name, timeout_seconds=self.gate_timeout_seconds)
+            check_generated(spec.original_code, python, name, sandbox=sandbox)
         except GateError as exc:
             status = MALFORMED_OUTPUT if exc.check in _MALFORMED_CHECKS else GATE_REJECTED
             return LLMOutcome(status, _short(f"{exc.check}: {exc.description}"), attempts=attempts)

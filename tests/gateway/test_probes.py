@@ -31,9 +31,10 @@ class FakeContext:
         self.initial_metadata = tuple(metadata)
 
 
-def _servicer(*, db=None, breaker: str | None = None, **settings) -> ProbeServicer:
+def _servicer(*, db=None, breaker: str | None = None, sandbox_closed: bool = False, **settings) -> ProbeServicer:
     llm = SimpleNamespace(breaker_state=breaker) if breaker else None
-    core = SimpleNamespace(db=db or FakeDb(), enhancements=SimpleNamespace(llm=llm))
+    sandbox = SimpleNamespace(closed=sandbox_closed, isolation="namespaces")
+    core = SimpleNamespace(db=db or FakeDb(), enhancements=SimpleNamespace(llm=llm), sandbox=sandbox)
     return ProbeServicer(core, Settings(**settings))
 
 
@@ -45,7 +46,9 @@ async def _ready(servicer: ProbeServicer) -> tuple[probes_pb2.GetReadinessRespon
 async def test_ready_when_every_check_passes() -> None:
     answer, context = await _ready(_servicer())
     assert answer.status == probes_pb2.ready
-    assert (answer.checks.llm_client, answer.checks.storage, answer.checks.memory) == (True, True, True)
+    checks = answer.checks
+    assert (checks.llm_client, checks.storage, checks.memory, checks.sandbox) == (True, True, True, True)
+    assert answer.isolation == "namespaces"
     assert context.initial_metadata is None
 
 
@@ -57,13 +60,14 @@ async def test_ready_when_every_check_passes() -> None:
         ({"readiness_max_rss_bytes": 1}, "memory"),
         ({"gemini_api_key": "k", "breaker": "open"}, "llm_client"),
         ({"gemini_api_key": "k"}, "llm_client"),  # a key but no client
+        ({"sandbox_closed": True}, "sandbox"),
     ],
 )
 async def test_a_failed_check_is_not_ready_with_http_503(servicer_args, failed: str) -> None:
     answer, context = await _ready(_servicer(**servicer_args))
     assert answer.status == probes_pb2.not_ready
     checks = {"llm_client": answer.checks.llm_client, "storage": answer.checks.storage,
-              "memory": answer.checks.memory}
+              "memory": answer.checks.memory, "sandbox": answer.checks.sandbox}
     assert [name for name, ok in checks.items() if not ok] == [failed]
     assert context.initial_metadata == ((HTTP_STATUS_HEADER, "503"),)
 

@@ -115,7 +115,8 @@ async def test_every_rpc_answers_at_its_documented_path(client: httpx.AsyncClien
     assert answers["PoetService_ListDeadLetters"] == {"dead_letters": [], "next_page_token": ""}
     assert answers["ProbeService_GetLiveness"] == {"status": "alive"}
     assert answers["ProbeService_GetReadiness"] == {
-        "status": "ready", "checks": {"llm_client": True, "storage": True, "memory": True},
+        "status": "ready", "checks": {"llm_client": True, "storage": True, "memory": True, "sandbox": True},
+        "isolation": "namespaces",
     }
 
 
@@ -217,7 +218,8 @@ async def test_unreachable_server_is_503_with_retry_info_and_readiness_keeps_its
             ready = await http.get("/health/ready")
             assert ready.status_code == 503
             assert ready.json() == {"status": "not_ready",
-                                    "checks": {"llm_client": False, "storage": False, "memory": False}}
+                                    "checks": {"llm_client": False, "storage": False, "memory": False,
+                                               "sandbox": False}}
     finally:
         await stop_real_service(service)
 
@@ -233,7 +235,9 @@ async def test_readiness_is_503_with_the_failed_check(tmp_path) -> None:
             assert ready.headers["content-type"] == "application/json"
             assert "x-poet-http-status" not in ready.headers
             assert ready.json() == {"status": "not_ready",
-                                    "checks": {"llm_client": True, "storage": True, "memory": False}}
+                                    "checks": {"llm_client": True, "storage": True, "memory": False,
+                                               "sandbox": True},
+                                    "isolation": "namespaces"}
             assert (await http.get("/health/live")).json() == {"status": "alive"}
         async with grpc.aio.insecure_channel(service.grpc_address) as channel:
             answer = await probes_pb2_grpc.ProbeServiceStub(channel).GetReadiness(probes_pb2.GetReadinessRequest())
@@ -251,7 +255,9 @@ async def test_readiness_turns_503_when_shutdown_begins(tmp_path) -> None:
             ready = await http.get("/health/ready")
             assert ready.status_code == 503
             assert ready.json() == {"status": "not_ready",
-                                    "checks": {"llm_client": True, "storage": True, "memory": True}}
+                                    "checks": {"llm_client": True, "storage": True, "memory": True,
+                                               "sandbox": True},
+                                    "isolation": "namespaces"}
             # Still serving while load balancers take the instance out.
             assert (await http.get("/v1/domains")).status_code == 200
             assert (await http.get("/health/live")).status_code == 200

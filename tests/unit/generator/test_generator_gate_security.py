@@ -217,12 +217,14 @@ def test_bandit_still_sees_new_code_using_the_originals_imports() -> None:
     assert error.check == "bandit" and "B602" in error.description
 
 
-def test_the_gate_fails_closed_when_bandit_breaks(monkeypatch) -> None:
-    from bandit.core import manager
+def test_the_gate_fails_closed_when_bandit_breaks() -> None:
+    from poet_grpc.generator import GateSandbox
 
-    def broken(self, *args, **kwargs):
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(manager.BanditManager, "_parse_file", broken)
-    error = _gate_error(_generated("x = 1"))
-    assert error.check == "bandit" and "RuntimeError: boom" in error.description
+    broken = "def scan(args):\n    raise RuntimeError('boom')\n\n\nJOBS = {'gate.bandit': scan}\n"
+    sandbox = GateSandbox(workers=1, jobs=[broken]).start()
+    try:
+        with pytest.raises(GateError) as caught:
+            check_generated(ORIGINAL, _generated("x = 1"), "area", sandbox=sandbox)
+    finally:
+        sandbox.close()
+    assert caught.value.check == "bandit" and "RuntimeError: boom" in caught.value.description

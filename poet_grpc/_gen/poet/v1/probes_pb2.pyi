@@ -40,19 +40,23 @@ class GetReadinessRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetReadinessResponse(_message.Message):
-    __slots__ = ("status", "checks")
+    __slots__ = ("status", "checks", "isolation")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
     status: ReadinessStatus
     checks: ReadinessChecks
-    def __init__(self, status: _Optional[_Union[ReadinessStatus, str]] = ..., checks: _Optional[_Union[ReadinessChecks, _Mapping]] = ...) -> None: ...
+    isolation: str
+    def __init__(self, status: _Optional[_Union[ReadinessStatus, str]] = ..., checks: _Optional[_Union[ReadinessChecks, _Mapping]] = ..., isolation: _Optional[str] = ...) -> None: ...
 
 class ReadinessChecks(_message.Message):
-    __slots__ = ("llm_client", "storage", "memory")
+    __slots__ = ("llm_client", "storage", "memory", "sandbox")
     LLM_CLIENT_FIELD_NUMBER: _ClassVar[int]
     STORAGE_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
     llm_client: bool
     storage: bool
     memory: bool
-    def __init__(self, llm_client: _Optional[bool] = ..., storage: _Optional[bool] = ..., memory: _Optional[bool] = ...) -> None: ...
+    sandbox: bool
+    def __init__(self, llm_client: _Optional[bool] = ..., storage: _Optional[bool] = ..., memory: _Optional[bool] = ..., sandbox: _Optional[bool] = ...) -> None: ...

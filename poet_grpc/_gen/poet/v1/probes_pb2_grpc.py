@@ -67,8 +67,8 @@ class ProbeServiceServicer:
 
     def GetReadiness(self, request, context):
         """Whether the service can take traffic now: storage answers a query, the
-        generator (and Gemini, when a key is configured) can work, and memory is
-        under its limit. Not ready during shutdown. Over REST a not_ready answer
+        generator (and Gemini, when a key is configured) and the code sandbox can
+        work, and memory is under its limit. Not ready during shutdown. Over REST a not_ready answer
         has HTTP status 503 and the same body.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
