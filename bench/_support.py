@@ -25,14 +25,17 @@ class Server:
     """`poet-grpc serve` in its own process on a fresh SQLite file in workdir, so the
     benchmark client and the server do not share an event loop or a GIL."""
 
-    def __init__(self, workdir: Path, *, gateway: bool = False, env: dict[str, str] | None = None):
-        """env: extra environment variables for the server (e.g. POET_* settings)."""
+    def __init__(self, workdir: Path, *, gateway: bool = False, env: dict[str, str] | None = None,
+                 cwd: Path | None = None):
+        """env: extra environment variables for the server (e.g. POET_* settings);
+        cwd: its working directory (`python -m` imports from there first)."""
         self.address = f"127.0.0.1:{free_port()}"
         self.http_port = free_port() if gateway else None
         command = [sys.executable, "-m", "poet_grpc", "serve", "--grpc-listen", self.address, "--db", str(workdir / "bench.db")]
         command += ["--http-listen", f"127.0.0.1:{self.http_port}"] if gateway else ["--no-gateway"]
         env = {**os.environ, "POET_LOG_LEVEL": "WARNING", "POET_SHUTDOWN_GRACE_SECONDS": "2", **(env or {})}
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True)
         ready = "REST gateway listening" if gateway else "gRPC listening"
         self.startup_lines: list[str] = []
         """What the server printed up to and including its ready line."""

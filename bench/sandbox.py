@@ -5,7 +5,7 @@
 
 --baseline-tree DIR measures the old design in the same run: DIR is a checkout of
 an earlier commit (e.g. `git worktree add /tmp/poet-old <commit>`), whose server
-is started the same way with DIR first on PYTHONPATH.
+is started the same way from DIR (its working directory and first on PYTHONPATH).
 
 Starts `poet-grpc serve --no-gateway` as its own process on a fresh SQLite file
 and drives it over gRPC from this process (the client's CPU counts against the
@@ -204,7 +204,7 @@ async def baseline(args) -> tuple[float, float]:
     q = args.quick
     with tempfile.TemporaryDirectory() as tmp:
         log(f"starting the old design's server from {args.baseline_tree}")
-        server = Server(Path(tmp), env=env)
+        server = Server(Path(tmp), env=env, cwd=Path(args.baseline_tree).resolve())
         threading.Thread(target=read_output, args=(server, [], threading.Event()), daemon=True).start()
         try:
             async with grpc.aio.insecure_channel(server.address) as channel:

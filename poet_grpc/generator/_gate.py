@@ -158,7 +158,7 @@ def check_generated(
             raise GateError("original", exc.description) from None
     layout = _Layout.of(generated_source, chunks)
     tree, exempt = layout.tree, layout.exempt
-    known = exempt | _known_statements(tree, generated_source, original_source, original.tree)
+    known = exempt | _known_statements(tree, generated_source, original_source, original.tree, helpers=not layout.chunked)
     sandbox = sandbox or gate_sandbox()
     timeout_seconds = timeout_seconds or sandbox.timeout_seconds
     import_args = {
@@ -388,21 +388,38 @@ IMPORT_JOB = _IMPORT_JOB_SOURCE + f"\n\nFIXED_CHUNKS = {tuple(sorted(_FIXED_CHUN
 """The import job, told the fixed chunks it may compile ahead."""
 
 
-def _known_statements(tree: ast.Module, source: str, original_source: str, original: ast.Module) -> frozenset[int]:
+BANDIT_HIGH_NODES = (ast.Call, ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef)
+"""The nodes bandit's tests that can report HIGH severity look at (checked against
+bandit in the tests): a statement holding none of them cannot have such a finding."""
+
+
+def _known_statements(
+    tree: ast.Module, source: str, original_source: str, original: ast.Module, *, helpers: bool = True
+) -> frozenset[int]:
     """Top-level statements bandit need not scan, to save time: the template's fixed
-    helper blocks (exact text; they hold no high-severity finding) and the original's
-    own statements copied verbatim (their findings are the original's, allowed anyway).
-    Statements with an import anywhere stay: bandit resolves names through imports."""
+    helper blocks (exact text; they hold no high-severity finding), the original's
+    own statements copied verbatim (their findings are the original's, allowed
+    anyway), and statements without any node in BANDIT_HIGH_NODES (constants,
+    docstrings). Statements with an import anywhere stay: bandit resolves names
+    through imports. `helpers`: look for the helper blocks (not when the tree was
+    built from chunks: they are out of it already)."""
     lines = [line[:-1] if line.endswith("\r") else line for line in source.split("\n")]
     known: set[int] = set()
-    for block in _RUNTIME_BLOCKS:
+    for block in _RUNTIME_BLOCKS if helpers else ():
         known |= _covered(tree, lines, block)
     copied = _covered(tree, lines, original_source.rstrip("\n"))
     if copied and len(copied) == len(original.body):
         known |= copied
-    return frozenset(
-        i for i in known if not any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(tree.body[i]))
-    )
+    skipped = set()
+    for index, statement in enumerate(tree.body):
+        if isinstance(statement, (ast.Import, ast.ImportFrom)):
+            continue
+        kinds = {type(node) for node in ast.walk(statement)}
+        if ast.Import in kinds or ast.ImportFrom in kinds:
+            continue
+        if index in known or not kinds.intersection(BANDIT_HIGH_NODES):
+            skipped.add(index)
+    return frozenset(skipped)
 
 
 # --- bandit -------------------------------------------------------------------------

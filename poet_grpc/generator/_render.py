@@ -438,6 +438,8 @@ def _globals_read(block: str) -> frozenset[str]:
 def _check_builtins(blocks: list[str], scope: ModuleScope, name: str) -> None:
     """The POET section must not read a builtin that the original module rebinds
     (the enhanced def given with its annotations and defaults stripped)."""
+    if not any(hasattr(builtins, n) for n in scope.bound if n != name):
+        return  # the module rebinds no builtin: nothing to clash with
     read: set[str] = set()
     for block in blocks:
         read |= _globals_read(block.strip("\n"))

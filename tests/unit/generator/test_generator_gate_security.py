@@ -228,3 +228,28 @@ def test_the_gate_fails_closed_when_bandit_breaks() -> None:
     finally:
         sandbox.close()
     assert caught.value.check == "bandit" and "RuntimeError: boom" in caught.value.description
+
+def test_the_statements_bandit_skips_cannot_hold_what_its_high_severity_tests_look_at() -> None:
+    """The gate leaves out of bandit's scan statements without a call, import or
+    function definition (see BANDIT_HIGH_NODES); that is sound only while every
+    bandit test that can report HIGH severity looks at those nodes alone."""
+    import ast
+    from pathlib import Path
+
+    from bandit.core import extension_loader
+
+    from poet_grpc.generator import _gate
+
+    job: dict = {}
+    exec(Path(_gate.__file__).with_name("_gate_bandit_job.py").read_text(), job)  # noqa: S102 - our own job code
+    job["warm"]()
+    high = job["_tests_that_can_find_high"]()
+    assert high and "B602" in high and "B324" in high and "B613" not in high
+    names = {node.__name__ for node in _gate.BANDIT_HIGH_NODES}
+    manager = extension_loader.MANAGER
+    for plugin in manager.plugins:
+        if plugin.plugin._test_id in high:
+            assert set(plugin.plugin._checks) <= names, (plugin.name, plugin.plugin._checks)
+    blacklisted = {node for node, tests in manager.blacklist.items() if any(t["id"] in high for t in tests)}
+    assert blacklisted <= names
+    assert all(isinstance(getattr(ast, name), type) for name in names)
