@@ -509,7 +509,12 @@ def main():
     # Python's KeyboardInterrupt reachable by anything in the namespace.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     if config["isolation"] == "namespaces":
-        _confine(config)
+        try:
+            _confine(config)
+        except OSError as error:  # the host refuses: one line for the server to quote
+            sys.stderr.write("%s\n" % error)
+            sys.stderr.flush()
+            os._exit(3)
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # not traceable by the tasks, even with the same uid
     try:
         _load_jobs(read_frame(0)["jobs"])

@@ -28,6 +28,8 @@ import pytest
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb
 from poet_grpc.sandbox import Limits
 
+from host_processes import survivors, unique_sleep
+
 NORMAL = '''
 def total(a: int, b: int = 2) -> int:
     """Sum of a and b."""
@@ -102,42 +104,6 @@ async def assert_still_serving(stub) -> None:
     assert response.version == "v1"
     domains = await stub.ListDomains(pb.ListDomainsRequest())
     assert domains.domains
-
-
-def host_processes(marker: str) -> list[int]:
-    """Live host processes whose argv contains marker (a zombie's argv is empty)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in cmdline:
-            found.append(int(entry))
-    return found
-
-
-def survivors(marker: str, within: float = 1.0) -> list[int]:
-    """Processes with marker still alive after `within` seconds (polling: a process
-    SIGKILLed just before the answer may take a moment to go); kills any found,
-    as they are this test's own doing."""
-    deadline = time.monotonic() + within
-    while (found := host_processes(marker)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    for pid in found:
-        try:
-            os.kill(pid, 9)
-        except OSError:
-            pass
-    return found
-
-
-def unique_sleep() -> str:
-    """An argument for `sleep` that no other process has, long enough that a survivor
-    is still running when we look."""
-    return f"{300 + secrets.randbelow(10**6) / 10**6:.6f}"
 
 
 def memory_kib(field: str) -> int:

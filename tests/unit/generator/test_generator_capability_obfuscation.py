@@ -26,20 +26,9 @@ from __future__ import annotations
 
 import pytest
 
-from poet_grpc.generator import GateError, check_generated
+from poet_grpc.generator import check_generated
+from unit.generator.gate_support import ORIGINAL, gate_error, generated
 
-ORIGINAL = "def area(r: float) -> float:\n    return 3.14159 * r * r\n"
-WRAPPER = "\n\n_orig = area\n\n\ndef area(r: float) -> float:\n    {extra}\n    return _orig(r)\n"
-
-
-def _generated(extra: str, original: str = ORIGINAL, top: str = "") -> str:
-    return original + top + WRAPPER.format(extra=extra)
-
-
-def _gate_error(generated: str, original: str = ORIGINAL) -> GateError:
-    with pytest.raises(GateError) as caught:
-        check_generated(original, generated, "area")
-    return caught.value
 
 
 # (statement added to the enhanced function, module-level imports it needs, capability named)
@@ -105,12 +94,12 @@ OBFUSCATED = [
 
 @pytest.mark.parametrize(("statement", "imports", "capability"), OBFUSCATED, ids=[f[0] for f in OBFUSCATED])
 def test_an_obfuscation_fails_unless_the_original_has_it(statement: str, imports: str, capability: str) -> None:
-    error = _gate_error(_generated(statement, top=imports))
+    error = gate_error(generated(statement, top=imports))
     assert error.check == "capability"
     assert capability in error.description and "the original does not" in error.description
     # The same code in the original: the same capability, allowed.
     original = imports + ORIGINAL + f"\n\ndef helper(r):\n    {statement}\n"
-    check_generated(original, _generated(statement, original=original), "area")
+    check_generated(original, generated(statement, original=original), "area")
 
 
 # Code that looks like the above but reaches no capability: passes.
@@ -133,12 +122,12 @@ ORDINARY = [
 
 @pytest.mark.parametrize(("statement", "imports"), ORDINARY, ids=[f[0] for f in ORDINARY])
 def test_ordinary_code_passes(statement: str, imports: str) -> None:
-    check_generated(ORIGINAL, _generated(statement, top=imports), "area")
+    check_generated(ORIGINAL, generated(statement, top=imports), "area")
 
 
 def test_a_capability_the_original_has_does_not_allow_another() -> None:
     # The original reaches os.system through shutil; the generated code adds pickle: refused.
     original = "import shutil\n\n" + ORIGINAL + "\n\ndef helper():\n    shutil.os.system('true')\n"
-    error = _gate_error(_generated("pickle.loads(b'')", original=original, top="import pickle\n"), original)
+    error = gate_error(generated("pickle.loads(b'')", original=original, top="import pickle\n"), original)
     assert error.check == "capability" and "deserialization" in error.description
     assert "os.system" not in error.description

@@ -7,19 +7,8 @@ from __future__ import annotations
 import pytest
 
 from poet_grpc.generator import GateError, _emitter, check_generated
+from unit.generator.gate_support import ORIGINAL, WRAPPER, gate_error, generated
 
-ORIGINAL = "def area(r: float) -> float:\n    return 3.14159 * r * r\n"
-WRAPPER = "\n\n_orig = area\n\n\ndef area(r: float) -> float:\n    {extra}\n    return _orig(r)\n"
-
-
-def _generated(extra: str, original: str = ORIGINAL, top: str = "") -> str:
-    return original + top + WRAPPER.format(extra=extra)
-
-
-def _gate_error(generated: str, original: str = ORIGINAL) -> GateError:
-    with pytest.raises(GateError) as caught:
-        check_generated(original, generated, "area")
-    return caught.value
 
 
 # (statement added to the enhanced function, module-level imports it needs, capability named)
@@ -58,60 +47,60 @@ FORBIDDEN = [
 
 @pytest.mark.parametrize(("statement", "imports", "capability"), FORBIDDEN, ids=[f[2] + ":" + f[0] for f in FORBIDDEN])
 def test_a_forbidden_capability_fails_unless_the_original_has_it(statement: str, imports: str, capability: str) -> None:
-    error = _gate_error(_generated(statement, top=imports))
+    error = gate_error(generated(statement, top=imports))
     assert error.check == "capability"
     assert capability in error.description and "the original does not" in error.description
     # The same capability in the original: allowed (the generated code contains the original).
     original = imports + ORIGINAL + f"\n\ndef helper():\n    {statement}\n"
-    check_generated(original, _generated(statement, original=original), "area")
+    check_generated(original, generated(statement, original=original), "area")
 
 
 def test_stub_imports_do_not_hide_a_capability_the_original_lacks() -> None:
     # The original imports requests (allowed), the generated code adds socket: still refused.
     original = "import requests\n\n" + ORIGINAL
-    error = _gate_error(_generated("socket.socket()", original=original, top="import socket\n"), original)
+    error = gate_error(generated("socket.socket()", original=original, top="import socket\n"), original)
     assert error.check == "capability" and "socket" in error.description and "requests" not in error.description
 
 
 def test_module_aliases_passed_around_are_a_capability() -> None:
-    error = _gate_error(_generated("o = os\n    o.system('true')", top="import os\n"))
+    error = gate_error(generated("o = os\n    o.system('true')", top="import os\n"))
     assert error.check == "capability" and "os module used as a value" in error.description
-    error = _gate_error(_generated("f = getattr(os, name)", top="import os\nname = 'system'\n"))
+    error = gate_error(generated("f = getattr(os, name)", top="import os\nname = 'system'\n"))
     assert "dynamic attribute of os" in error.description
 
 
 def test_harmless_uses_of_os_and_friends_pass() -> None:
     extra = "x = os.path.join('a', 'b') + os.environ.get('HOME', '') + str(sys.version_info) + re.compile('a').pattern"
-    check_generated(ORIGINAL, _generated(extra, top="import os\nimport re\nimport sys\n"), "area")
+    check_generated(ORIGINAL, generated(extra, top="import os\nimport re\nimport sys\n"), "area")
 
 
 # --- bandit --------------------------------------------------------------------------
 
 
 def test_a_new_high_bandit_finding_fails() -> None:
-    error = _gate_error(_generated("hashlib.md5(b'x').hexdigest()", top="import hashlib\n"))
+    error = gate_error(generated("hashlib.md5(b'x').hexdigest()", top="import hashlib\n"))
     assert error.check == "bandit" and "B324" in error.description
 
 
 def test_a_high_finding_the_original_has_passes() -> None:
     original = "import hashlib\n\n" + ORIGINAL + "\n\ndef digest(b):\n    return hashlib.md5(b).hexdigest()\n"
-    check_generated(original, _generated("hashlib.md5(b'x').hexdigest()", original=original), "area")
+    check_generated(original, generated("hashlib.md5(b'x').hexdigest()", original=original), "area")
 
 
 def test_nosec_does_not_hide_a_finding() -> None:
-    error = _gate_error(_generated("hashlib.md5(b'x').hexdigest()  # nosec", top="import hashlib\n"))
+    error = gate_error(generated("hashlib.md5(b'x').hexdigest()  # nosec", top="import hashlib\n"))
     assert error.check == "bandit" and "B324" in error.description
 
 
 def test_medium_findings_pass() -> None:
     # B506 (yaml.load without a Loader) is medium severity: not the gate's business.
-    check_generated(ORIGINAL, _generated("yaml.load('a: 1')", top="import yaml\n"), "area")
+    check_generated(ORIGINAL, generated("yaml.load('a: 1')", top="import yaml\n"), "area")
 
 
 def test_a_high_finding_in_a_capability_the_original_has_still_fails() -> None:
     original = "import subprocess\n\n" + ORIGINAL + "\n\ndef run():\n    return subprocess.run(['true'])\n"
-    generated = _generated("subprocess.Popen(str(r), shell=True)", original=original)
-    error = _gate_error(generated, original)
+    code = generated("subprocess.Popen(str(r), shell=True)", original=original)
+    error = gate_error(code, original)
     assert error.check == "bandit" and "B602" in error.description
 
 
@@ -153,7 +142,7 @@ def test_a_tampered_emitter_gets_no_exemption(tamper) -> None:
     if block.endswith("x = 1"):  # the canonical block intact, then other code: exempt, and x = 1 is fine
         check_generated(ORIGINAL, generated, "area")
         return
-    error = _gate_error(generated)
+    error = gate_error(generated)
     assert error.check == "capability" and "urllib" in error.description
 
 
@@ -163,7 +152,7 @@ def test_the_emitter_text_elsewhere_gets_no_exemption() -> None:
         "_TEXT = '''\n" + _emitter.CANONICAL.replace("'''", "") + "\n'''",
         after="import urllib.request\n",
     )
-    error = _gate_error(generated)
+    error = gate_error(generated)
     assert error.check == "capability" and "urllib" in error.description
 
 
@@ -179,12 +168,12 @@ def test_the_emitter_text_elsewhere_gets_no_exemption() -> None:
     ids=["redefine-url", "rebind-sender", "rebind-alias", "call-internal", "string-lookup"],
 )
 def test_code_outside_the_emitter_cannot_rebind_or_reach_into_it(after: str) -> None:
-    error = _gate_error(_with_emitter(_emitter.CANONICAL, after=after))
+    error = gate_error(_with_emitter(_emitter.CANONICAL, after=after))
     assert error.check == "capability" and "event emitter" in error.description
 
 
 def test_code_outside_the_emitter_cannot_use_its_imports_unseen() -> None:
-    error = _gate_error(_with_emitter(_emitter.CANONICAL, after="_poet_os.system('true')\n"))
+    error = gate_error(_with_emitter(_emitter.CANONICAL, after="_poet_os.system('true')\n"))
     assert error.check == "capability" and "os.system" in error.description
 
 
@@ -205,7 +194,7 @@ def test_bandit_skips_only_exact_runtime_blocks(gen) -> None:
     check_generated(ORIGINAL, code, "area")
     tampered = block.replace("    try:\n", "    _poet_hashlib.md5(b'x')\n    try:\n", 1)
     code = "import hashlib as _poet_hashlib\n" + code.replace(block, tampered)
-    error = _gate_error(code)
+    error = gate_error(code)
     assert error.check == "bandit" and "B324" in error.description
 
 
@@ -213,7 +202,7 @@ def test_bandit_still_sees_new_code_using_the_originals_imports() -> None:
     # The original's own statements are skipped (their findings are allowed anyway), but
     # its imports are kept, so bandit still resolves `sp` in the new code.
     original = "import subprocess as sp\n\n" + ORIGINAL + "\n\ndef run():\n    return sp.run(['true'])\n"
-    error = _gate_error(_generated("sp.Popen(str(r), shell=True)", original=original), original)
+    error = gate_error(generated("sp.Popen(str(r), shell=True)", original=original), original)
     assert error.check == "bandit" and "B602" in error.description
 
 
@@ -224,7 +213,7 @@ def test_the_gate_fails_closed_when_bandit_breaks() -> None:
     sandbox = GateSandbox(workers=1, jobs=[broken]).start()
     try:
         with pytest.raises(GateError) as caught:
-            check_generated(ORIGINAL, _generated("x = 1"), "area", sandbox=sandbox)
+            check_generated(ORIGINAL, generated("x = 1"), "area", sandbox=sandbox)
     finally:
         sandbox.close()
     assert caught.value.check == "bandit" and "RuntimeError: boom" in caught.value.description

@@ -27,6 +27,8 @@ import pytest
 from poet_grpc.sandbox import DEFAULT_UID, Limits, Sandbox, SandboxError, SandboxUnavailable
 from poet_grpc.sandbox._pool import WORKER_MEMORY_BYTES
 
+from host_processes import host_processes, kill_pids, unique_sleep, wait_for_processes
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
 
 JOBS = r'''
@@ -353,47 +355,6 @@ def value(box: Sandbox, job: str, args: dict | None = None, timeout: float = 5.0
     result = run1(box, job, args, timeout)
     assert result.ok, result.error
     return result.value
-
-
-def host_processes(marker: str) -> list[int]:
-    """Live host processes whose argv or name contains marker (zombies have neither)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-            comm = Path(f"/proc/{entry}/comm").read_text().strip()
-        except OSError:
-            continue
-        if marker in cmdline or marker in comm:
-            found.append(int(entry))
-    return found
-
-
-def wait_for_processes(marker: str, present: bool, within: float) -> list[int]:
-    """Poll the host's /proc until processes with marker are (present) or are not there."""
-    deadline = time.monotonic() + within
-    while True:
-        found = host_processes(marker)
-        if bool(found) == present or time.monotonic() > deadline:
-            return found
-        time.sleep(0.02)
-
-
-def kill_pids(pids) -> None:
-    """Clean up processes this test itself caused (found by their unique marker)."""
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
-def unique_sleep() -> str:
-    """A `sleep` duration no other process on this host has in its argv (and long
-    enough that a survivor is still there when we look)."""
-    return f"{300 + secrets.randbelow(10**6) / 10**6:.6f}"
 
 
 def host_status(pid: int) -> dict[str, str]:
