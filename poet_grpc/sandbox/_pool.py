@@ -437,11 +437,14 @@ class Sandbox:
 
     def _spawn(self, index: int) -> _Worker:
         namespaces = self.isolation == "namespaces"
+        binds = _system_binds()
         config = {
             "isolation": self.isolation,
             "root": self._root,
             "tmp": self._root,
-            "binds": _system_binds(),
+            "binds": binds,
+            # what a task's own /tmp would hide: attached again on top of it
+            "tmp_binds": [b for b in binds if b.startswith("/tmp/") and not os.path.islink(b)],
             "devices": list(_DEVICES),
             "files": list(_FILES),
             "separate_uid": namespaces and os.geteuid() == 0,

@@ -60,6 +60,14 @@ MS_PRIVATE = 1 << 18
 MS_RELATIME = 1 << 21
 MNT_DETACH = 2
 
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+MOVE_MOUNT_F_EMPTY_PATH = 4
+SYS_OPEN_TREE = 428  # the same number on every architecture (new syscalls are)
+SYS_MOVE_MOUNT = 429
+
 PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -191,6 +199,14 @@ def _confine(config):
         os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+    # No user namespaces below this one: a task cannot gain capabilities of its own
+    # (they would expose kernel code meant for privileged users). This namespace's
+    # limit only; the host's is untouched.
+    try:
+        with open("/proc/sys/user/max_user_namespaces", "w") as limit:
+            limit.write("0\n")
+    except OSError:
+        pass  # an older kernel without per-namespace limits: the rest still holds
     _build_root(config["root"], sources, config["files"])
     pid = os.fork()
     if pid:
@@ -207,6 +223,27 @@ def _confine(config):
 
 
 # --- one task ------------------------------------------------------------------------
+
+def _private_tmp(config, limits):
+    """A fresh tmpfs at /tmp for this process's mount namespace. Runtime directories
+    that live under /tmp (a venv in a temporary checkout) are attached again on top
+    of it, as clones of their read-only mounts (open_tree/move_mount: no /proc here)."""
+    trees = []
+    for path in config["tmp_binds"]:
+        fd = _libc.syscall(ctypes.c_long(SYS_OPEN_TREE), ctypes.c_long(AT_FDCWD), path.encode(),
+                           ctypes.c_long(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE))
+        if fd < 0:
+            _check(-1, "open_tree %s" % path)
+        trees.append((path, fd))
+    _mount("poet-tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+           "size=%d,nr_inodes=4096,mode=1777" % limits["tmp_bytes"])
+    for path, fd in trees:
+        os.makedirs(path, exist_ok=True)
+        moved = _libc.syscall(ctypes.c_long(SYS_MOVE_MOUNT), ctypes.c_long(fd), b"", ctypes.c_long(AT_FDCWD),
+                              path.encode(), ctypes.c_long(MOVE_MOUNT_F_EMPTY_PATH))
+        _check(moved, "move_mount %s" % path)
+        os.close(fd)
+
 
 def _drop_privileges(config):
     for capability in range(64):
@@ -241,8 +278,7 @@ def _task_child(config, job, args, limits, tmp, write_fd):
             # Its own mount namespace (for a private /tmp) and IPC namespace (SysV
             # objects it makes die with it instead of outliving it for the next task).
             _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare")
-            _mount("poet-tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-                   "size=%d,nr_inodes=4096,mode=1777" % limits["tmp_bytes"])
+            _private_tmp(config, limits)
             _drop_privileges(config)
         devnull = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
@@ -439,8 +475,7 @@ def reap_all():
 def _confine_self(config):
     limits = config["limits"]
     if config["isolation"] == "namespaces":
-        _mount("poet-tmp", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-               "size=%d,nr_inodes=4096,mode=1777" % limits["tmp_bytes"])
+        _private_tmp(config, limits)
         _drop_privileges(config)
     os.chdir(config["tmp"] if config["isolation"] != "namespaces" else "/tmp")
     # No CPU-time limit: it would add up over the worker's life. The server's
