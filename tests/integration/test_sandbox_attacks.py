@@ -28,7 +28,7 @@ import pytest
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb
 from poet_grpc.sandbox import Limits
 
-from host_processes import survivors, unique_sleep
+from sandbox_support import accepted, survivors, unique_sleep
 
 NORMAL = '''
 def total(a: int, b: int = 2) -> int:
@@ -240,17 +240,6 @@ async def test_the_database_contents_never_come_back(stub, settings):
 
 
 # --- 4 and 12. no network ---------------------------------------------------------------
-
-
-def accepted(sock: socket.socket) -> int:
-    count = 0
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except BlockingIOError:
-            return count
-        conn.close()
-        count += 1
 
 
 async def test_no_connection_reaches_a_loopback_listener_or_the_servers_port(stub, server, listener):

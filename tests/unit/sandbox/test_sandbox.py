@@ -27,7 +27,7 @@ import pytest
 from poet_grpc.sandbox import DEFAULT_UID, Limits, Sandbox, SandboxError, SandboxUnavailable
 from poet_grpc.sandbox._pool import WORKER_MEMORY_BYTES
 
-from host_processes import host_processes, kill_pids, unique_sleep, wait_for_processes
+from sandbox_support import accepted, host_processes, kill_pids, unique_sleep, wait_for_processes
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox needs Linux")
 
@@ -496,17 +496,6 @@ def listener():
     sock.setblocking(False)
     yield sock
     sock.close()
-
-
-def accepted(sock: socket.socket) -> int:
-    count = 0
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except BlockingIOError:
-            return count
-        conn.close()
-        count += 1
 
 
 def test_a_task_has_no_network_only_a_loopback_that_is_down(sandbox, listener):

@@ -1,11 +1,13 @@
 """Helpers for the sandbox tests: finding host processes by a marker in their
-argv or name, through the host's /proc (the sandbox has none)."""
+argv or name, through the host's /proc (the sandbox has none), and counting the
+connections a listener accepted."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -57,3 +59,15 @@ def unique_sleep() -> str:
     """A `sleep` duration no other process on this host has in its argv (and long
     enough that a survivor is still there when we look)."""
     return f"{300 + secrets.randbelow(10**6) / 10**6:.6f}"
+
+
+def accepted(sock: socket.socket) -> int:
+    """Connections waiting on a non-blocking listening socket (each is closed)."""
+    count = 0
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except BlockingIOError:
+            return count
+        conn.close()
+        count += 1
