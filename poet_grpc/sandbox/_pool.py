@@ -132,7 +132,10 @@ class _MemoryCgroup:
                 continue
             for stale in parent.glob("poet-sandbox-*"):  # left by a server that was killed
                 try:
-                    stale.rmdir()  # refused while any process is in it
+                    # Refused while any process is in it; a young one may be another
+                    # server's, made a moment ago and not yet given its worker.
+                    if time.time() - stale.stat().st_mtime > 60:
+                        stale.rmdir()
                 except OSError:
                     pass
             group = cls(parent / name, limit_file)
@@ -468,7 +471,11 @@ class Sandbox:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         try:
             if cgroup is not None:
-                cgroup.add(process.pid)  # before it forks anything: every process it makes is held too
+                try:
+                    cgroup.add(process.pid)  # before it forks anything: every process it makes is held too
+                except OSError:  # the cgroup went away meanwhile: the per-process limits still hold
+                    cgroup.remove()
+                    cgroup = worker.cgroup = None
             if namespaces:
                 try:
                     stage = worker.receive(deadline)
