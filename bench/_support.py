@@ -9,6 +9,16 @@ import sys
 from pathlib import Path
 
 
+FUNCTION = '''
+def score_{n}(values: list, weight: float = 1.0) -> float:
+    """Weighted mean of values ({n})."""
+    if not values:
+        return 0.0
+    return weight * sum(values) / len(values)
+'''
+"""A small function to enhance; .format(n=...) makes each one new."""
+
+
 def percentile(samples: list[float], q: float) -> float:
     """Nearest-rank percentile, q in 0..1."""
     ordered = sorted(samples)

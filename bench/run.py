@@ -25,15 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, poet_service_pb2_grpc  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _support import Server, percentile  # noqa: E402
+from _support import FUNCTION, Server, percentile  # noqa: E402
 
-FUNCTION = '''
-def score_{n}(values: list, weight: float = 1.0) -> float:
-    """Weighted mean of values ({n})."""
-    if not values:
-        return 0.0
-    return weight * sum(values) / len(values)
-'''
 
 
 async def enhance_latency(stub, concurrency: int, total: int, offset: int) -> list[float]:

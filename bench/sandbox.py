@@ -48,15 +48,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb, poet_service_pb2_grpc  # noqa: E402
-from _support import Server, percentile  # noqa: E402
+from _support import FUNCTION, Server, percentile  # noqa: E402
 
-FUNCTION = '''
-def score_{n}(values: list, weight: float = 1.0) -> float:
-    """Weighted mean of values ({n})."""
-    if not values:
-        return 0.0
-    return weight * sum(values) / len(values)
-'''
 
 SLOW_FUNCTION = '''
 import time
