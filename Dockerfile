@@ -10,6 +10,8 @@ RUN pip install --no-cache-dir . \
     && mkdir -p /data && chown poet /data
 USER poet
 
+# Listening beyond loopback needs an auth file: mount one and set
+# POET_AUTH_FILE (see the README), or POET_INSECURE=true on a trusted network.
 ENV POET_GRPC_LISTEN=0.0.0.0:50051 \
     POET_HTTP_LISTEN=0.0.0.0:8080 \
     POET_DB=/data/poet.db \

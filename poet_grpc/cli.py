@@ -46,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
              "namespaces; see the README) [env POET_SANDBOX, default namespaces]",
     )
     serve.add_argument("--log-level", help=f"DEBUG, INFO, WARNING... [env POET_LOG_LEVEL, default {defaults.log_level}]")
+    serve.add_argument("--auth-file", help="JSON file of API keys and JWT settings; without one every caller may call"
+                                           " every method, allowed only on loopback [env POET_AUTH_FILE]")
+    serve.add_argument("--insecure", action="store_true",
+                       help="serve without an auth file on a non-loopback address anyway [env POET_INSECURE]")
+    serve.add_argument("--audit-log", help="append one JSON line per call to this file ('-' for stderr) [env POET_AUDIT_LOG]")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: TLS on the gRPC port and the REST listener [env POET_TLS_CERT]")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert [env POET_TLS_KEY]")
+    serve.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mTLS)"
+                                               " [env POET_TLS_CLIENT_CA]")
 
     gateway = commands.add_parser("gateway", help="run only the Envoy REST gateway in front of a running gRPC server")
     gateway.add_argument("--grpc", default=None, help="the gRPC server's host:port [default: POET_GRPC_LISTEN or 127.0.0.1:50051]")
@@ -57,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
             "--server", default=None, help="gRPC address of the service [default: POET_GRPC_LISTEN or 127.0.0.1:50051]"
         )
         sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer [default 60]")
+        sub.add_argument("--token", default=os.environ.get("POET_TOKEN", ""),
+                         help="API key or JWT sent as 'authorization: Bearer' [env POET_TOKEN]")
+        sub.add_argument("--tls-ca", default=os.environ.get("POET_TLS_CA", ""),
+                         help="PEM CA bundle to verify the server with: connect over TLS [env POET_TLS_CA]")
+        sub.add_argument("--client-cert", default=os.environ.get("POET_CLIENT_CERT", ""),
+                         help="with --tls-ca: PEM client certificate, for servers that require one [env POET_CLIENT_CERT]")
+        sub.add_argument("--client-key", default=os.environ.get("POET_CLIENT_KEY", ""),
+                         help="PEM private key of --client-cert [env POET_CLIENT_KEY]")
         return sub
 
     enhance = client("enhance", "enhance the function defined in a Python file")
@@ -147,15 +164,26 @@ def _serve(args) -> int:
         log_level=args.log_level,
         sandbox=args.sandbox,
         gateway=False if args.no_gateway else None,
+        auth_file=args.auth_file,
+        insecure=True if args.insecure else None,
+        audit_log=args.audit_log,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from poet_grpc.interceptors._credentials import AuthConfigError
     from poet_grpc.sandbox import SandboxUnavailable
+    from poet_grpc.server import InsecureRefused
 
     try:
         return asyncio.run(serve(settings))
-    except SandboxUnavailable as exc:
+    except (SandboxUnavailable, InsecureRefused) as exc:
         print(f"poet-grpc: cannot start: {exc}", file=sys.stderr)
         return 1
+    except AuthConfigError as exc:
+        print(f"poet-grpc: cannot start: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(f"poet-grpc: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

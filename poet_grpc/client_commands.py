@@ -53,8 +53,49 @@ def describe_error(error: grpc.RpcError) -> str:
     return "\n".join(lines)
 
 
+class _Credential(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Sends ``authorization: Bearer <token>`` with every call."""
+
+    def __init__(self, token: str):
+        self._metadata = (("authorization", f"Bearer {token}"),)
+
+    def _with_token(self, details):
+        return details._replace(metadata=tuple(details.metadata or ()) + self._metadata)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._with_token(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._with_token(client_call_details), request)
+
+
+def _read_pem(what: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def open_channel(address: str, *, token: str = "", tls_ca: str = "", client_cert: str = "",
+                 client_key: str = "") -> grpc.Channel:
+    """A channel to the service: TLS when a CA is given (mTLS with a client
+    certificate), and the bearer token on every call when one is given."""
+    if tls_ca:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read_pem("--tls-ca", tls_ca),
+            private_key=_read_pem("--client-key", client_key) if client_key else None,
+            certificate_chain=_read_pem("--client-cert", client_cert) if client_cert else None,
+        )
+        channel = grpc.secure_channel(address, credentials)
+    else:
+        channel = grpc.insecure_channel(address)
+    return grpc.intercept_channel(channel, _Credential(token)) if token else channel
+
+
 def run(args, address: str) -> int:
-    with grpc.insecure_channel(address) as channel:
+    channel = open_channel(address, token=args.token or "", tls_ca=args.tls_ca or "",
+                           client_cert=args.client_cert or "", client_key=args.client_key or "")
+    with channel:
         try:
             if args.command == "health":
                 return _health(channel, args)

@@ -4,6 +4,7 @@ and command-line flags (flags win), passed explicitly to whatever needs it."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -29,8 +30,9 @@ class Settings:
     NORMAL is faster but may lose the last commits on power loss (POET_SQLITE_SYNCHRONOUS)."""
 
     retention_days: float = 30.0
-    """Events older than this many days are deleted from the start of the log by a
-    background job; 0 keeps them forever (POET_RETENTION_DAYS). Resuming from a
+    """Events appended more than this many days ago (by the server's clock, whatever
+    timestamp they carry) are deleted from the start of the log by a background job;
+    0 keeps them forever (POET_RETENTION_DAYS). Also the dedup window. Resuming from a
     deleted position is OUT_OF_RANGE; projections keep what was derived."""
 
     retention_check_seconds: float = 60.0
@@ -41,6 +43,14 @@ class Settings:
 
     max_code_bytes: int = 512 * 1024
     """Largest function source accepted, in bytes of UTF-8 (POET_MAX_CODE_BYTES)."""
+
+    max_parameters: int = 255
+    """Most parameters the enhanced function may have; each adds checks to the generated
+    code, so more is INVALID_ARGUMENT (POET_MAX_PARAMETERS)."""
+
+    max_generated_bytes: int = 1024 * 1024
+    """Largest enhanced module (the original plus the POET section), in bytes of UTF-8;
+    a request whose enhancement would be larger is INVALID_ARGUMENT (POET_MAX_GENERATED_BYTES)."""
 
     max_event_bytes: int = 256 * 1024
     """Largest published event, serialized, in bytes (POET_MAX_EVENT_BYTES)."""
@@ -74,6 +84,17 @@ class Settings:
     rate_limit_burst: int = 20
     """Requests a client may send at once before its rate applies (POET_RATE_LIMIT_BURST)."""
 
+    quota_functions: int = 1000
+    """Functions one caller may create; past it Enhance fails RESOURCE_EXHAUSTED / HTTP 429
+    with QuotaFailure. 0: unlimited (POET_QUOTA_FUNCTIONS)."""
+
+    quota_versions_per_function: int = 100
+    """Versions of one function one caller may store (the learning loop's regenerations
+    count apart, against the same limit). 0: unlimited (POET_QUOTA_VERSIONS_PER_FUNCTION)."""
+
+    quota_bytes: int = 256 * 1024 * 1024
+    """Bytes of code (source plus generated) one caller may store. 0: unlimited (POET_QUOTA_BYTES)."""
+
     generator_workers: int = 4
     """Enhancements generated at once; more wait their turn (POET_GENERATOR_WORKERS)."""
 
@@ -88,6 +109,27 @@ class Settings:
     start where the host does not allow them), or "process", a weaker mode for such
     hosts: a separate process with resource limits only, which sees the server's
     files and network (see the README)."""
+
+    auth_file: str = ""
+    """JSON file of API keys and JWT settings (POET_AUTH_FILE, see the README); empty
+    for none, which is allowed only on loopback addresses unless ``insecure``. A bad
+    file stops the server at startup."""
+
+    insecure: bool = False
+    """Serve without authentication on a non-loopback address (POET_INSECURE)."""
+
+    audit_log: str = ""
+    """Where the audit log goes: a file appended to, or "-" for stderr; empty for
+    none (POET_AUDIT_LOG)."""
+
+    tls_cert: str = ""
+    """PEM certificate chain for TLS on the gRPC port and the REST listener (POET_TLS_CERT)."""
+
+    tls_key: str = ""
+    """PEM private key of tls_cert (POET_TLS_KEY)."""
+
+    tls_client_ca: str = ""
+    """PEM CA bundle: when set, clients must present a certificate it signed (mTLS) (POET_TLS_CLIENT_CA)."""
 
     sinks_file: str = ""
     """JSON file listing the outbound sinks (webhook, pagerduty, slack, mlflow); empty
@@ -156,7 +198,8 @@ class Settings:
             raise ValueError(f"sandbox must be namespaces or process, not {self.sandbox!r}")
         if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"sqlite_synchronous must be FULL, NORMAL or EXTRA, not {self.sqlite_synchronous!r}")
-        for name in ("max_code_bytes", "max_event_bytes", "max_publish_batch", "max_message_bytes", "generator_workers"):
+        for name in ("max_code_bytes", "max_event_bytes", "max_publish_batch", "max_message_bytes", "generator_workers",
+                     "max_parameters", "max_generated_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         for name in ("checkpoint_seconds", "gate_timeout_seconds", "gemini_timeout_seconds"):
@@ -182,7 +225,21 @@ class Settings:
             raise ValueError("retention_check_seconds must be positive")
         if self.rate_limit_burst < 1:
             raise ValueError("rate_limit_burst must be at least 1")
+        for name in ("quota_functions", "quota_versions_per_function", "quota_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative (0 is unlimited)")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: set both (POET_TLS_CERT, POET_TLS_KEY) or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key: mTLS is TLS with client certificates")
         return dataclasses.replace(self, db=Path(self.db), sqlite_synchronous=self.sqlite_synchronous.upper())
+
+    def exposed_without_auth(self) -> list[str]:
+        """The listen addresses (settings names) reachable beyond this host while no auth file is set."""
+        if self.auth_file:
+            return []
+        names = ["grpc_listen"] + (["http_listen"] if self.gateway else [])
+        return [name for name in names if not is_loopback(split_address(getattr(self, name), setting=name)[0])]
 
 
 def learning_policy(settings: Settings):
@@ -200,6 +257,34 @@ def learning_policy(settings: Settings):
         max_false_positive_rate=settings.policy_max_false_positive_rate,
         max_missed_drift_rate=settings.policy_max_missed_drift_rate,
     )
+
+
+def generator_limits(settings: Settings):
+    """The generator's Limits from POET_MAX_PARAMETERS and POET_MAX_GENERATED_BYTES."""
+    from poet_grpc.generator import Limits
+
+    return Limits(max_parameters=settings.max_parameters, max_generated_bytes=settings.max_generated_bytes)
+
+
+def quotas(settings: Settings):
+    """The core's Quotas from the POET_QUOTA_* settings."""
+    from poet_grpc.core.quotas import Quotas
+
+    return Quotas(
+        functions=settings.quota_functions,
+        versions_per_function=settings.quota_versions_per_function,
+        bytes=settings.quota_bytes,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost; False for any other address or name."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def split_address(address: str, *, setting: str = "address") -> tuple[str, int]:

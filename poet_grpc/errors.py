@@ -17,7 +17,10 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from poet_grpc.core.errors import Conflict, InvalidArgument, NotFound, OutOfRange, PoetError, RateLimited, Unavailable
+from poet_grpc.core.errors import (
+    Conflict, InvalidArgument, NotFound, OutOfRange, PermissionDenied, PoetError, QuotaExceeded, RateLimited,
+    Unauthenticated, Unavailable,
+)
 
 ERROR_DOMAIN = "poet.v1"
 log = logging.getLogger(__name__)
@@ -38,43 +41,88 @@ def _code_for(exc: PoetError) -> int:
         return code_pb2.ALREADY_EXISTS
     if isinstance(exc, Unavailable):
         return code_pb2.UNAVAILABLE
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, (RateLimited, QuotaExceeded)):
         return code_pb2.RESOURCE_EXHAUSTED
+    if isinstance(exc, Unauthenticated):
+        return code_pb2.UNAUTHENTICATED
+    if isinstance(exc, PermissionDenied):
+        return code_pb2.PERMISSION_DENIED
     if isinstance(exc, OutOfRange):
         return code_pb2.OUT_OF_RANGE
     return code_pb2.FAILED_PRECONDITION
 
 
+MAX_MESSAGE_BYTES = 1024
+MAX_TEXT_BYTES = 1024
+"""Largest field violation or quota description, in bytes of UTF-8."""
+MAX_STATUS_BYTES = 2560
+"""Largest serialized google.rpc.Status (message included). An error travels in
+trailers: grpc-message (percent-encoded, so up to 3 KB for a 1 KB message) and
+grpc-status-details-bin (base64: 3.4 KB for this). gRPC clients refuse trailers
+over 8 KB by default (RESOURCE_EXHAUSTED instead of the error; Envoy: 502)."""
+
+
+def _clip(text: str, limit: int) -> str:
+    """text cut to at most limit bytes of UTF-8, at a character boundary, "..." marking the cut."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode("utf-8", "ignore") + "..."
+
+
 def to_rpc_status(exc: BaseException) -> grpc.Status:
-    """The grpc.Status (with google.rpc details in trailers) for an exception."""
+    """The grpc.Status (with google.rpc details in trailers) for an exception.
+    Texts are cut to the MAX_* bounds; field violations that do not fit in
+    MAX_STATUS_BYTES are left out (the first always stays)."""
     if not isinstance(exc, PoetError):
         log.exception("unexpected error", exc_info=exc)
         info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=ERROR_DOMAIN)
         status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; see server log", details=[_pack(info)])
         return rpc_status.to_status(status)
-    info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata)
-    details = [_pack(info)]
+    for scale in (1, 4):  # a second pass with a quarter of each bound when the first does not fit
+        status = _status(exc, scale)
+        if status.ByteSize() <= MAX_STATUS_BYTES:
+            break
+    if isinstance(exc, Unauthenticated):
+        # RFC 6750: a 401 names the scheme; the REST gateway passes the header on.
+        status = rpc_status.to_status(status)
+        return _WithMetadata(status.code, status.details, (*status.trailing_metadata, ("www-authenticate", "Bearer")))
+    if isinstance(exc, (Unavailable, RateLimited)):
+        # Also as a retry-after header: the REST gateway passes it on to HTTP clients.
+        status = rpc_status.to_status(status)
+        return _WithMetadata(status.code, status.details,
+                             (*status.trailing_metadata, ("retry-after", str(max(1, math.ceil(exc.retry_after))))))
+    return rpc_status.to_status(status)
+
+
+def _status(exc: PoetError, scale: int) -> status_pb2.Status:
+    """The google.rpc.Status of exc, its texts within the bounds divided by scale."""
+    text, short = MAX_TEXT_BYTES // scale, 256 // scale
+    metadata = {_clip(k, 64): _clip(v, short) for k, v in list(exc.metadata.items())[:16 // scale]}
+    info = error_details_pb2.ErrorInfo(reason=_clip(exc.reason, 128), domain=ERROR_DOMAIN, metadata=metadata)
+    status = status_pb2.Status(code=_code_for(exc), message=_clip(exc.message, MAX_MESSAGE_BYTES // scale),
+                               details=[_pack(info)])
     if isinstance(exc, InvalidArgument):
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in exc.violations
-            ]
-        )
-        details.append(_pack(bad))
+        bad = error_details_pb2.BadRequest()
+        for v in exc.violations:
+            bad.field_violations.add(field=_clip(v.field, short), description=_clip(v.description, text))
+            if len(bad.field_violations) > 1 and status.ByteSize() + bad.ByteSize() + 64 > MAX_STATUS_BYTES:
+                del bad.field_violations[-1]  # the rest do not fit; the message lists them, cut
+                break
+        status.details.append(_pack(bad))
     if isinstance(exc, NotFound):
-        details.append(
-            _pack(error_details_pb2.ResourceInfo(resource_type=exc.resource_type, resource_name=exc.resource_name))
-        )
+        status.details.append(_pack(error_details_pb2.ResourceInfo(
+            resource_type=_clip(exc.resource_type, short), resource_name=_clip(exc.resource_name, short))))
+    if isinstance(exc, QuotaExceeded):
+        status.details.append(_pack(error_details_pb2.QuotaFailure(violations=[
+            error_details_pb2.QuotaFailure.Violation(subject=_clip(v.subject, short), description=_clip(v.description, text))
+            for v in exc.violations[:8 // scale]
+        ])))
     if isinstance(exc, (Unavailable, RateLimited)):
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(exc.retry_after * 1000))
-        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-        # Also as a retry-after header: the REST gateway passes it on to HTTP clients.
-        status = rpc_status.to_status(status_pb2.Status(code=_code_for(exc), message=exc.message, details=details))
-        return _WithMetadata(status.code, status.details,
-                             (*status.trailing_metadata, ("retry-after", str(max(1, math.ceil(exc.retry_after))))))
-    return rpc_status.to_status(status_pb2.Status(code=_code_for(exc), message=exc.message, details=details))
+        status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    return status
 
 
 class _WithMetadata(collections.namedtuple("_WithMetadata", ("code", "details", "trailing_metadata")), grpc.Status):

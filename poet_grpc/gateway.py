@@ -153,31 +153,61 @@ def render_config(
     descriptor_path: Path,
     openapi: Path | None = None,
     request_timeout: float = 60.0,
+    tls: tuple[str, str, str] | None = None,
 ) -> str:
     """The Envoy config: REST on ``http_address``, upstream gRPC at ``grpc_address``.
 
-    Addresses are "host:port" or "[ipv6]:port"; ``http_address`` must be an IP
-    (or "localhost", or ":port" for all interfaces) and may use port 0.
+    ``grpc_address`` is "host:port", "[ipv6]:port" or "unix:/path"; ``http_address``
+    must be an IP (or "localhost", or ":port" for all interfaces) and may use port 0.
     ``openapi`` is the document served at /openapi.json (default: openapi_path()).
     ``request_timeout`` limits unary REST calls (seconds); streams have no limit.
+    ``tls`` = (certificate chain, private key, client CA or "") PEM files: the
+    listener speaks HTTPS, and with a client CA requires client certificates.
     """
     if not request_timeout > 0:
         raise ValueError(f"request_timeout must be positive, not {request_timeout!r}")
-    grpc_host, grpc_port = _split_address(grpc_address, "gRPC", hostname_ok=True)
-    if grpc_port == 0:
-        raise ValueError(f"gRPC address {grpc_address!r}: port 0 is not a server's port")
+    if grpc_address.startswith("unix:"):
+        upstream_type, upstream = "STATIC", {"pipe": {"path": grpc_address[len("unix:"):]}}
+    else:
+        grpc_host, grpc_port = _split_address(grpc_address, "gRPC", hostname_ok=True)
+        if grpc_port == 0:
+            raise ValueError(f"gRPC address {grpc_address!r}: port 0 is not a server's port")
+        upstream_type, upstream = "STRICT_DNS", {"socket_address": {"address": grpc_host, "port_value": grpc_port}}
     http_host, http_port = _split_address(http_address, "HTTP", hostname_ok=False)
     template = string.Template(template_path().read_text(encoding="utf-8"))
     return template.substitute(
-        grpc_host=grpc_host,
-        grpc_port=grpc_port,
+        upstream_type=upstream_type,
+        # JSON is YAML: safe for any path.
+        upstream_address=json.dumps(upstream),
+        transport_socket=json.dumps(_downstream_tls(tls)),
         http_host=http_host,
         http_port=http_port,
-        # JSON strings are YAML strings: safe for any path.
         descriptor_path=json.dumps(str(descriptor_path)),
         openapi_path=json.dumps(str(openapi if openapi is not None else openapi_path())),
         request_timeout=f"{request_timeout:g}s",
     )
+
+
+def _downstream_tls(tls: tuple[str, str, str] | None) -> dict | None:
+    if tls is None:
+        return None
+    cert, key, client_ca = (str(Path(p).resolve()) if p else "" for p in tls)
+    context: dict = {
+        "common_tls_context": {
+            "tls_certificates": [{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}],
+            "alpn_protocols": ["h2", "http/1.1"],
+        },
+    }
+    if client_ca:
+        context["require_client_certificate"] = True
+        context["common_tls_context"]["validation_context"] = {"trusted_ca": {"filename": client_ca}}
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            **context,
+        },
+    }
 
 
 _LAUNCHER = """\
@@ -225,8 +255,10 @@ class EnvoyGateway:
         work_dir: Path | None = None,
         log_level: str = "warn",
         request_timeout: float = 60.0,
+        tls: tuple[str, str, str] | None = None,
     ) -> None:
         self.grpc_address = grpc_address
+        self.tls = tls
         self.http_address = http_address
         self.log_level = log_level
         self.request_timeout = request_timeout
@@ -307,6 +339,7 @@ class EnvoyGateway:
                     http_address=self.http_address,
                     descriptor_path=descriptor_path,
                     request_timeout=self.request_timeout,
+                    tls=self.tls,
                 ),
                 encoding="utf-8",
             )

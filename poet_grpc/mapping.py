@@ -12,6 +12,7 @@ from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, resources
 from poet_grpc.core import models
 from poet_grpc.core.event_router import SCHEMA_VERSION, Checkpoint
 from poet_grpc.core.feedback import Feedback, FeedbackOutcome
+from poet_grpc.core.principal import principal_metadata
 from poet_grpc.core.versions import VersionDetail
 from poet_grpc.generator import OPTIMIZE_FOR, DomainInfo
 from poet_grpc.integrations import DeadLetter
@@ -21,9 +22,22 @@ DEAD_LETTER_STATUS = {"pending": pb.pending, "replayed": pb.replayed}
 VERSION_STATUS = {models.VERSION_ACTIVE: resources_pb2.active, models.VERSION_DEPRECATED: resources_pb2.deprecated}
 
 
+_MIN_NANOS = -62135596800 * 10**9
+_MAX_NANOS = 253402300799 * 10**9 + 999_999_999
+
+
+def nanoseconds(seconds: float) -> int:
+    """seconds as nanoseconds a Timestamp can hold: clamped, since a float near
+    year 9999 rounds past the end (and a log written before timestamps were checked
+    may hold any value), and reading the log must not fail."""
+    if not -62135596800.0 <= seconds <= 253402300800.0:  # False for NaN too
+        seconds = -62135596800.0 if seconds < 0 else 253402300800.0
+    return min(max(int(round(seconds * 1e9)), _MIN_NANOS), _MAX_NANOS)
+
+
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(round(seconds * 1e9)))
+    ts.FromNanoseconds(nanoseconds(seconds))
     return ts
 
 
@@ -213,9 +227,10 @@ def fill_event(message: events_pb2.Event, record: models.EventRecord) -> None:
     message.metadata.version = metadata.get("version", "")
     message.metadata.service = metadata.get("service", "")
     message.metadata.environment = metadata.get("environment", "")
+    message.metadata.principal = metadata.get("principal", "")
     message.position = record.position
     message.function_name = record.function_name
-    message.timestamp.FromNanoseconds(int(round(record.timestamp * 1e9)))
+    message.timestamp.FromNanoseconds(nanoseconds(record.timestamp))
     fill_struct(message.payload, record.payload)
 
 
@@ -285,6 +300,7 @@ def event_record(message: events_pb2.Event, *, environment: str) -> models.Event
             "version": message.metadata.version or SCHEMA_VERSION,
             "service": message.metadata.service or source,
             "environment": message.metadata.environment or environment,
+            **principal_metadata(),
         },
         function_name=message.function_name or str(payload.get("function_name", "")),
     )

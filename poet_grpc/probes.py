@@ -13,7 +13,8 @@ Readiness is the seed's three checks and the sandbox's:
 - ``sandbox``: the code sandbox is open (its workers are started on demand).
 
 The answer also says which isolation is in force (``isolation``: namespaces, or
-the weaker process mode an operator chose).
+the weaker process mode an operator chose) and how callers authenticate
+(``authentication``: ``off`` when no auth file is set).
 
 During shutdown readiness is ``not_ready`` whatever the checks say, so a load
 balancer stops sending before the listeners close. A not-ready answer carries
@@ -64,9 +65,10 @@ def resident_memory_bytes() -> int | None:
 class ProbeServicer(probes_pb2_grpc.ProbeServiceServicer):
     """Answers the probes from the core's state; ``begin_shutdown()`` makes it not ready."""
 
-    def __init__(self, core: Core, settings: Settings):
+    def __init__(self, core: Core, settings: Settings, *, authentication: str = "off"):
         self._core = core
         self._settings = settings
+        self._authentication = authentication
         self._shutting_down = False
         self._was_ready: bool | None = None
 
@@ -91,6 +93,7 @@ class ProbeServicer(probes_pb2_grpc.ProbeServiceServicer):
             status=pb.ready if ready else pb.not_ready,
             checks=pb.ReadinessChecks(**checks),
             isolation=self._core.sandbox.isolation,
+            authentication=self._authentication,
         )
 
     async def checks(self) -> dict[str, bool]:

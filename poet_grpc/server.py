@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -17,6 +20,9 @@ from poet_grpc._gen.poet.v1 import poet_service_pb2, poet_service_pb2_grpc, prob
 from poet_grpc.config import Settings
 from poet_grpc.core.app import Core
 from poet_grpc.interceptors import ErrorMappingInterceptor, ValidationInterceptor
+from poet_grpc.interceptors._credentials import Authenticator, load_auth_file
+from poet_grpc.interceptors.audit import AuditInterceptor, open_audit_log
+from poet_grpc.interceptors.auth import AuthInterceptor
 from poet_grpc.interceptors.rate_limit import RateLimitInterceptor
 from poet_grpc.probes import ProbeServicer
 from poet_grpc.servicer import PoetServicer
@@ -37,6 +43,8 @@ class PoetServer:
         self.health = health_servicer
         self.port = port
         self.probes = probes
+        self.authentication = "off"
+        """How callers authenticate ("off" without an auth file)."""
         self._stopped = False
 
     async def begin_shutdown(self) -> None:
@@ -58,18 +66,57 @@ class PoetServer:
         await self.grpc_server.wait_for_termination()
 
 
-async def create_server(settings: Settings) -> tuple[PoetServer, int]:
-    """Open the store, bind settings.grpc_listen, start serving; returns the server and its bound port."""
+MAX_METADATA_BYTES = 64 * 1024
+"""Request headers the gRPC server accepts: above the REST gateway's own limit
+(32 KiB), so an oversized header is refused there with a clear 431, never by
+gRPC with a status that looks like a rate limit."""
+
+
+def _interceptors(settings: Settings, authenticator: Authenticator | None) -> list[grpc.aio.ServerInterceptor]:
+    """Outermost first: audit sees every outcome; errors are mapped for all the
+    others; who is calling is known before rate limits and validation."""
+    chain: list[grpc.aio.ServerInterceptor] = []
+    if settings.audit_log:
+        chain.append(AuditInterceptor(open_audit_log(settings.audit_log)))
+    return chain + [ErrorMappingInterceptor(), AuthInterceptor(authenticator), RateLimitInterceptor(settings),
+                    ValidationInterceptor(settings)]
+
+
+def _server_credentials(settings: Settings) -> grpc.ServerCredentials:
+    def read(name: str, path: str) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise OSError(f"cannot read {name} {path}: {exc.strerror or exc}") from None
+
+    client_ca = read("tls_client_ca", settings.tls_client_ca) if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(read("tls_key", settings.tls_key), read("tls_cert", settings.tls_cert))],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+async def create_server(settings: Settings, *, gateway_socket: str = "") -> tuple[PoetServer, int]:
+    """Open the store, bind settings.grpc_listen, start serving; returns the server and its bound port.
+
+    ``gateway_socket``: also serve plaintext on this unix socket (a private
+    path), for a gateway on the same host when the TCP port speaks TLS."""
+    # A bad auth file stops startup before anything opens.
+    authenticator = load_auth_file(settings.auth_file) if settings.auth_file else None
+    interceptors = _interceptors(settings, authenticator)
+    credentials = _server_credentials(settings) if settings.tls_cert else None
     core = await Core.open(settings)
     server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor(), RateLimitInterceptor(settings), ValidationInterceptor(settings)],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.so_reuseport", 0),
         ],
     )
     poet_service_pb2_grpc.add_PoetServiceServicer_to_server(PoetServicer(core, settings), server)
-    probes = ProbeServicer(core, settings)
+    probes = ProbeServicer(core, settings, authentication=authenticator.mode if authenticator else "off")
     probes_pb2_grpc.add_ProbeServiceServicer_to_server(probes, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -79,14 +126,21 @@ async def create_server(settings: Settings) -> tuple[PoetServer, int]:
         server,
     )
     try:
-        port = server.add_insecure_port(settings.grpc_listen)
+        if credentials is not None:
+            port = server.add_secure_port(settings.grpc_listen, credentials)
+        else:
+            port = server.add_insecure_port(settings.grpc_listen)
+        if gateway_socket:
+            server.add_insecure_port(f"unix:{gateway_socket}")
     except RuntimeError as exc:
         await core.close()
         raise OSError(f"cannot listen on {settings.grpc_listen} for gRPC: {exc}") from None
     await server.start()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    return PoetServer(server, core, health_servicer, port, probes), port
+    poet_server = PoetServer(server, core, health_servicer, port, probes)
+    poet_server.authentication = authenticator.describe if authenticator else "off"
+    return poet_server, port
 
 
 def _tune_gc() -> None:
@@ -106,17 +160,50 @@ async def serve(settings: Settings) -> int:
     here: the process supervisor, e.g. Kubernetes, restarts the pair, so a crash
     loop shows). On SIGTERM, readiness turns 503 for shutdown_drain_seconds while
     calls are still served, then gRPC drains in-flight calls, then Envoy stops."""
+    exposed = settings.exposed_without_auth()
+    if exposed and not settings.insecure:
+        raise InsecureRefused(
+            f"{' and '.join(f'{n}={getattr(settings, n)}' for n in exposed)} is reachable beyond this host and no"
+            " auth file is set, so anyone could call every method: set --auth-file (POET_AUTH_FILE), listen on"
+            " 127.0.0.1, or pass --insecure (POET_INSECURE=true) to serve without authentication anyway"
+        )
+    # With TLS on the gRPC port, the local gateway talks to the server over a
+    # private unix socket instead, so it needs no certificate of its own.
+    socket_dir = tempfile.mkdtemp(prefix="poet-grpc-") if settings.tls_cert and settings.gateway else ""
+    gateway_socket = str(Path(socket_dir) / "grpc.sock") if socket_dir else ""
+    try:
+        return await _serve(settings, gateway_socket)
+    finally:
+        if socket_dir:
+            shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+class InsecureRefused(Exception):
+    """serve() will not expose an unauthenticated server unless told --insecure."""
+
+
+async def _serve(settings: Settings, gateway_socket: str) -> int:
     from poet_grpc.gateway import EnvoyGateway, GatewayError
 
-    server, port = await create_server(settings)
+    server, port = await create_server(settings, gateway_socket=gateway_socket)
     _tune_gc()
     host = settings.grpc_listen.rpartition(":")[0]
     grpc_address = f"{host}:{port}"
-    print(f"poet-grpc: gRPC listening on {grpc_address} (db {settings.db})", flush=True)
+    scheme = " (TLS" + (", client certificates required)" if settings.tls_client_ca else ")") if settings.tls_cert else ""
+    print(f"poet-grpc: gRPC listening on {grpc_address}{scheme} (db {settings.db})", flush=True)
     print(f"poet-grpc: code sandbox: {server.core.sandbox.describe()}", flush=True)
     if server.core.sandbox.isolation != "namespaces":
         print("poet-grpc: WARNING: submitted code is not confined (--sandbox process); see the README", file=sys.stderr,
               flush=True)
+    if settings.auth_file:
+        print(f"poet-grpc: authentication: {server.authentication}", flush=True)
+    else:
+        print("poet-grpc: authentication: off (no auth file): every caller may call every method", flush=True)
+        if settings.exposed_without_auth():
+            print("poet-grpc: WARNING: serving without authentication beyond loopback (--insecure)", file=sys.stderr,
+                  flush=True)
+    if settings.audit_log:
+        print(f"poet-grpc: audit log: {'stderr' if settings.audit_log == '-' else settings.audit_log}", flush=True)
     gateway = None
     exit_code = 0
     stop = asyncio.Event()
@@ -125,13 +212,16 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         if settings.gateway:
-            gateway = EnvoyGateway(grpc_address, settings.http_listen)
+            upstream = f"unix:{gateway_socket}" if gateway_socket else grpc_address
+            tls = (settings.tls_cert, settings.tls_key, settings.tls_client_ca) if settings.tls_cert else None
+            gateway = EnvoyGateway(upstream, settings.http_listen, tls=tls)
             try:
                 await gateway.start()
             except GatewayError as exc:
                 print(f"poet-grpc: gateway failed to start: {exc}", file=sys.stderr, flush=True)
                 return 1
-            print(f"poet-grpc: REST gateway listening on http://{settings.http_listen.rpartition(':')[0]}:{gateway.http_port}", flush=True)
+            rest_scheme = "https" if settings.tls_cert else "http"
+            print(f"poet-grpc: REST gateway listening on {rest_scheme}://{settings.http_listen.rpartition(':')[0]}:{gateway.http_port}", flush=True)
             gateway_exit = asyncio.create_task(gateway.wait())
             stop_wait = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({gateway_exit, stop_wait}, return_when=asyncio.FIRST_COMPLETED)

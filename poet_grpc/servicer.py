@@ -12,12 +12,14 @@ from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, poet_serv
 from poet_grpc.config import Settings
 from poet_grpc.core.app import Core
 from poet_grpc.core.event_router import Checkpoint
+from poet_grpc.core.principal import current
 from poet_grpc.interceptors.rate_limit import client_key
 
 
 def _caller(context: grpc.aio.ServicerContext) -> str:
-    """Who is calling, for the generator's fair share (as the rate limiter sees it)."""
-    return client_key(context.invocation_metadata(), context.peer())
+    """Who is calling, for the generator's fair share and quotas (as the rate limiter sees it)."""
+    principal = current()
+    return principal.key if principal is not None else client_key(context.invocation_metadata(), context.peer())
 
 
 class PoetServicer(poet_service_pb2_grpc.PoetServiceServicer):

@@ -43,6 +43,7 @@ from typing import Any, Iterable
 from google.api import annotations_pb2, field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
+from poet_grpc.interceptors.auth import OPEN_PREFIXES as NO_CREDENTIAL
 from poet_grpc.interceptors.rate_limit import EXEMPT_PREFIXES as RATE_LIMIT_EXEMPT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +55,8 @@ API_PACKAGE_PREFIX = "poet."
 EXTRA_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 """Not imported by the contract, but every error body is made of them."""
 
-ERROR_DETAIL_TYPES = ("google.rpc.ErrorInfo", "google.rpc.BadRequest", "google.rpc.RetryInfo", "google.rpc.ResourceInfo")
+ERROR_DETAIL_TYPES = ("google.rpc.ErrorInfo", "google.rpc.BadRequest", "google.rpc.RetryInfo", "google.rpc.ResourceInfo",
+                      "google.rpc.QuotaFailure")
 
 STATUS_FROM_HEADER = {
     "poet.v1.ProbeService.GetReadiness": (
@@ -376,6 +378,17 @@ def _error_responses(schemas: _Schemas) -> dict[str, Any]:
         }
     }
     return {
+        "401": {
+            "description": "UNAUTHENTICATED: no credential, or one that does not verify (the server has an auth"
+                           " file). Details: ErrorInfo (reason CREDENTIAL_MISSING, INVALID_API_KEY, JWT_EXPIRED...).",
+            "headers": {"WWW-Authenticate": {"description": "Always `Bearer`.", "schema": {"type": "string"}}},
+            "content": status,
+        },
+        "403": {
+            "description": "PERMISSION_DENIED: the credential lacks the role (ErrorInfo reason ROLE_REQUIRED, metadata"
+                           " required_role) or, for EnhanceTranspiled, the service claim (SERVICE_CLAIM_REQUIRED).",
+            "content": status,
+        },
         "429": {
             "description": "RESOURCE_EXHAUSTED: the client's rate limit is exceeded. Details: ErrorInfo"
                            " (reason RATE_LIMITED) and RetryInfo.",
@@ -468,8 +481,12 @@ def _operation(schemas: _Schemas, service: str, method: descriptor_pb2.MethodDes
     for code, value in _error_responses(schemas).items():
         if code == "429" and f"/{service}/".startswith(RATE_LIMIT_EXEMPT):
             continue
+        if code in ("401", "403") and f"/{service}/".startswith(NO_CREDENTIAL):
+            continue
         responses.setdefault(code, value)
     operation["responses"] = responses
+    # A bearer credential, or none when the server runs without an auth file.
+    operation["security"] = [] if f"/{service}/".startswith(NO_CREDENTIAL) else [{"bearerAuth": []}, {}]
     return path, operation
 
 
@@ -515,7 +532,16 @@ def build(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
         },
         "tags": sorted(tags, key=lambda tag: tag["name"]),
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": dict(sorted(schemas.components.items()))},
+        "components": {
+            "schemas": dict(sorted(schemas.components.items())),
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key or an RS256 JWT, as `Authorization: Bearer <credential>`.",
+                }
+            },
+        },
     }
 
 

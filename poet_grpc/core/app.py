@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from poet_grpc import generator
-from poet_grpc.config import Settings, learning_policy
+from poet_grpc.config import Settings, learning_policy, quotas
 from poet_grpc.core.db import Database
 from poet_grpc.core.enhancement import EnhancementService
 from poet_grpc.core.event_router import EventRouter, Retention
@@ -49,7 +49,9 @@ class Core:
                 base_url=settings.gemini_base_url or None,
                 timeout_seconds=settings.gemini_timeout_seconds,
             )
-        enhancements = EnhancementService(events, workers=settings.generator_workers, llm=llm, sandbox=sandbox)
+        enhancements = EnhancementService(
+            events, workers=settings.generator_workers, llm=llm, sandbox=sandbox, quotas=quotas(settings)
+        )
         learning = LearningLoop(db, events, enhancements, learning_policy(settings))
         core = cls(
             db=db,

@@ -23,6 +23,7 @@ import queue
 import threading
 from typing import Any, Callable, TypeVar
 
+from poet_grpc.core.paging import PageTokens
 from poet_grpc.core.models import EventRecord
 from poet_grpc.store import Store
 
@@ -52,13 +53,17 @@ class Database:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._committed: list[Callable[[list[EventRecord], list[int]], None]] = []
         self._closed = False
+        self.page_tokens = PageTokens(store.page_token_key)
+        """Signed with the database's own key: tokens outlive a restart."""
         self._thread = threading.Thread(target=self._serve, name="poet-store", daemon=True)
         self._thread.start()
 
     @classmethod
-    async def open(cls, path, *, synchronous: str = "FULL") -> "Database":
-        """Open (create, migrate) the store off the event loop."""
-        store = await asyncio.to_thread(Store, path, synchronous=synchronous)
+    async def open(cls, path, *, synchronous: str = "FULL", clock: Callable[[], float] | None = None) -> "Database":
+        """Open (create, migrate) the store off the event loop. clock: the store's
+        clock of append times (tests)."""
+        extra = {} if clock is None else {"clock": clock}
+        store = await asyncio.to_thread(Store, path, synchronous=synchronous, **extra)
         return cls(store)
 
     async def call(self, fn: Callable[[Store], T]) -> T:

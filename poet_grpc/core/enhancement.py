@@ -1,10 +1,11 @@
 """Enhancement: turn a function into its next stored version.
 
 Generation runs on worker threads (the generator's safety gate runs the
-generated code in the sandbox, never here), at most half of them for any one
-caller (FairShare); storing the version is one store transaction that appends an
+generated code in the sandbox, never here; its CPU-bound half runs in the
+generator's worker processes, off the event loop's GIL), at most half of them for
+any one caller (FairShare); storing the version is one store transaction that appends an
 `enhancement.completed` event, from which the store's projector writes the
-version row.
+version row, and charges the caller's quotas (core/quotas.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from poet_grpc.core.event_router import EventRouter
 from poet_grpc.core.fair_share import FairShare
 from poet_grpc.core.idempotency import seen_request
 from poet_grpc.core.models import VERSION_ACTIVE, EnhancementSpec, EventRecord, FunctionVersion, GeneratedCode
+from poet_grpc.core.quotas import Quotas, check as check_quota, code_bytes
 from poet_grpc.store import Store
 
 ENHANCEMENT_COMPLETED = "enhancement.completed"
@@ -64,15 +66,30 @@ class EnhancementService:
         generate: Callable[..., GeneratedCode] = generator.generate,
         llm: "generator.GeminiGenerator | None" = None,
         sandbox: "generator.GateSandbox | None" = None,
+        quotas: Quotas | None = None,
+        limits: "generator.Limits | None" = None,
+        processes: "generator.GeneratorProcesses | None" = None,
     ):
         """workers: generations at once (the sandbox should have as many workers);
-        sandbox: where the gate runs the code (default: the generator's shared one)."""
+        sandbox: where the gate runs the code (default: the generator's shared one);
+        quotas: what each caller may store (default: Quotas());
+        limits: how much one request may make the generator produce (default: generator.Limits());
+        processes: where the CPU-bound half of generation runs, off this process's GIL
+        (default: the generator's shared ones, started now)."""
         self._router = router
         self._generate = generate
         self._llm = llm
         self._sandbox = sandbox
         self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poet-generator")
         self._fair_share = FairShare(workers)
+        self._quotas = quotas or Quotas()
+        self._limits = limits or generator.Limits()
+        self._processes = processes or generator.generator_processes(workers)
+        self._processes.warm()
+
+    @property
+    def quotas(self) -> Quotas:
+        return self._quotas
 
     @property
     def llm(self) -> "generator.GeminiGenerator | None":
@@ -84,23 +101,30 @@ class EnhancementService:
         """The version for spec: a stored one when this content or request_id was
         seen before, else a newly generated and stored next version. An empty
         function_name means the first function the code defines. `caller` (who
-        asks) gets at most half of the generator's workers at a time."""
+        asks) gets at most half of the generator's workers at a time, and is
+        charged for what is stored (QuotaExceeded, storing nothing, past a quota;
+        a version already stored is returned regardless)."""
         spec = dataclasses.replace(
             spec,
-            function_name=spec.function_name or self._first_function(spec.original_code, code_field),
+            function_name=spec.function_name or await self._first_function(spec.original_code, code_field),
             domain=spec.domain or generator.DEFAULT_DOMAIN,
             optimize_for=spec.optimize_for or generator.OPTIMIZE_FOR[0],
         )
         content_hash = spec_hash(spec)
+
+        def look_up(store: Store) -> tuple[FunctionVersion | None, int]:
+            known = self._known_version(store, spec, content_hash, request_id)
+            if known is None:
+                self._precheck_quota(store, spec, caller)
+            return known, store.next_version_number(spec.function_name)
+
         for _ in range(MAX_NUMBER_RACES):
-            known, number = await self._router.commit(
-                lambda store: (self._known_version(store, spec, content_hash, request_id), store.next_version_number(spec.function_name))
-            )
+            known, number = await self._router.commit(look_up)
             if known is not None:
                 return known
             code = await self._run_generator(spec, f"v{number}", code_field, evidence=None, caller=caller)
             stored = await self._router.commit(
-                lambda store: self._store_version(store, spec, code, content_hash, number, request_id=request_id)
+                lambda store: self._store_version(store, spec, code, content_hash, number, request_id=request_id, caller=caller)
             )
             if stored is not None:
                 return stored
@@ -121,7 +145,8 @@ class EnhancementService:
                     if store.current_version(name) != job.parent.version:
                         return None
                     new = self._store_version(
-                        store, job.spec, code, spec_hash(job.spec), number, update_reason=job.reason, trigger=job.trigger
+                        store, job.spec, code, spec_hash(job.spec), number, update_reason=job.reason, trigger=job.trigger,
+                        caller=LEARNING_CALLER,
                     )
                     if new is None:
                         return False  # the number was taken meanwhile: generate again
@@ -144,16 +169,19 @@ class EnhancementService:
                 self._workers, self._generate_checked, spec, label, code_field, evidence
             )
 
-    @staticmethod
-    def _first_function(code: str, code_field: str) -> str:
+    async def _first_function(self, code: str, code_field: str) -> str:
+        # In a generator process: parsing a large module here would hold the event loop.
         try:
-            return generator.first_function_name(code)
+            return await asyncio.to_thread(self._processes.first_function_name, code)
         except generator.AnalysisError as exc:
             raise InvalidArgument.single(code_field, exc.description) from None
+        except generator.GateError as exc:
+            raise GenerationFailed(exc.description, metadata={"check": exc.check}) from None
 
-    @staticmethod
-    def _check(spec: EnhancementSpec, code_field: str) -> None:
-        """InvalidArgument listing every problem of the spec, if any."""
+    def _check(self, spec: EnhancementSpec, code_field: str) -> None:
+        """InvalidArgument listing every problem of the spec, if any. The code is
+        analysed here (in a generator process) only when there is another problem to
+        list with its own; otherwise generate() finds them without a second analysis."""
         violations = []
         if spec.domain not in generator.DOMAINS:
             known = ", ".join(sorted(generator.DOMAINS))
@@ -161,19 +189,25 @@ class EnhancementService:
         if spec.optimize_for not in generator.OPTIMIZE_FOR:
             known = ", ".join(generator.OPTIMIZE_FOR)
             violations.append(FieldViolation("optimize_for", f"unknown goal {spec.optimize_for!r}; known: {known}"))
+        if not violations:
+            return
         try:
-            generator.analyze(spec.original_code, spec.function_name)
+            self._processes.analyze(spec.original_code, spec.function_name, max_parameters=self._limits.max_parameters)
         except generator.AnalysisError as exc:
             field = code_field if exc.field == "original_code" else exc.field
             violations.append(FieldViolation(field, exc.description))
-        if violations:
-            raise InvalidArgument(violations)
+        except generator.GateError:
+            pass  # no worker to analyse it: the other problems are reason enough
+        raise InvalidArgument(violations)
 
     def _generate_checked(self, spec: EnhancementSpec, label: str, code_field: str, evidence) -> GeneratedCode:
         """Runs on a worker thread: validate, then generate."""
         self._check(spec, code_field)
         try:
-            return self._generate(spec, version=label, evidence=evidence, llm=self._llm, sandbox=self._sandbox)
+            return self._generate(
+                spec, version=label, evidence=evidence, llm=self._llm, sandbox=self._sandbox, limits=self._limits,
+                processes=self._processes,
+            )
         except generator.AnalysisError as exc:
             field = code_field if exc.field == "original_code" else exc.field
             raise InvalidArgument.single(field, exc.description) from None
@@ -200,15 +234,20 @@ class EnhancementService:
         request_id: str = "",
         update_reason: str = "",
         trigger: EventRecord | None = None,
+        caller: str = "",
     ) -> FunctionVersion | None:
         """Append the version as number; None if that number was taken meanwhile
-        (the code embeds its version label, so it must be generated again)."""
+        (the code embeds its version label, so it must be generated again).
+        QuotaExceeded, storing nothing, if caller may not store it."""
         with store.atomic():
             if not trigger:
                 # A concurrent identical request may have stored it while we generated.
                 known = self._known_version(store, spec, content_hash, request_id)
                 if known is not None:
                     return known
+            # Before the number check: a caller at its quota is refused, not sent to generate again.
+            size = code_bytes(spec.original_code, spec.dana_source, code.python, code.dana)
+            creates = check_quota(store, self._quotas, caller, spec.function_name, size, service=caller == LEARNING_CALLER)
             if store.next_version_number(spec.function_name) != number:
                 return None
             label = f"v{number}"
@@ -247,4 +286,10 @@ class EnhancementService:
                 correlation_id=trigger.correlation_id if trigger else "",
             )
             store.append_events([event])
+            store.charge_quota(caller, spec.function_name, created_function=creates, size=size)
             return store.get_version(spec.function_name, label)
+
+    def _precheck_quota(self, store: Store, spec: EnhancementSpec, caller: str) -> None:
+        """Refuse before generating when the source alone is over the caller's quota
+        (the store transaction checks again with the generated code)."""
+        check_quota(store, self._quotas, caller, spec.function_name, code_bytes(spec.original_code, spec.dana_source))

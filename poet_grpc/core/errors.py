@@ -91,3 +91,36 @@ class OutOfRange(PoetError):
         if reason:
             self.reason = reason
         super().__init__(message, metadata=metadata)
+
+
+class Unauthenticated(PoetError):
+    """No credential, or one that does not verify. The message never says which keys exist."""
+
+    def __init__(self, message: str, *, reason: str):
+        self.reason = reason
+        super().__init__(message)
+
+
+class PermissionDenied(PoetError):
+    """A verified caller whose roles (or claims) do not allow the call."""
+
+    def __init__(self, message: str, *, reason: str, metadata: dict[str, str] | None = None):
+        self.reason = reason
+        super().__init__(message, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class QuotaViolation:
+    subject: str
+    """Whose quota, e.g. "principal:agent-7"."""
+    description: str
+
+
+class QuotaExceeded(PoetError):
+    """The caller has used up a quota (RESOURCE_EXHAUSTED with QuotaFailure); nothing was stored."""
+
+    reason = "QUOTA_EXCEEDED"
+
+    def __init__(self, message: str, *, violations: list[QuotaViolation], metadata: dict[str, str] | None = None):
+        self.violations = list(violations)
+        super().__init__(message, metadata=metadata)

@@ -13,6 +13,7 @@ slow subscriber costs no memory and loses nothing.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import uuid
@@ -22,7 +23,8 @@ from typing import Any, AsyncIterator, Callable, TypeVar
 from poet_grpc.core.db import Database
 from poet_grpc.core.errors import OutOfRange
 from poet_grpc.core.models import AppendResult, EventFilter, EventRecord
-from poet_grpc.core.paging import decode_token, encode_token, page_size
+from poet_grpc.core.paging import page_size
+from poet_grpc.core.principal import principal_metadata
 from poet_grpc.store import Store
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,15 @@ def _expired(position: int, start: int) -> OutOfRange:
     )
 
 
+def _beyond_end(position: int, last: int) -> OutOfRange:
+    return OutOfRange(
+        f"position {position} is beyond the end of the log (its last position is {last}): resume from "
+        f"an after_position the log has reached, or 0 for the whole log",
+        reason="POSITION_BEYOND_END",
+        metadata={"last_position": str(last), "requested_position": str(position)},
+    )
+
+
 class EventRouter:
     def __init__(self, db: Database, *, environment: str, read_batch: int = 500, tail_events: int = TAIL_EVENTS,
                  tail_bytes: int = TAIL_BYTES):
@@ -122,12 +133,15 @@ class EventRouter:
         )
 
     def metadata(self) -> dict[str, str]:
-        return {"version": SCHEMA_VERSION, "service": SERVICE_NAME, "environment": self._environment}
+        return {"version": SCHEMA_VERSION, "service": SERVICE_NAME, "environment": self._environment,
+                **principal_metadata()}
 
     async def commit(self, transaction: Callable[[Store], T]) -> T:
         """Run a store transaction that may read and append events, atomically;
-        returns once it is committed (group-committed with concurrent ones)."""
-        return await self._db.write(transaction)
+        returns once it is committed (group-committed with concurrent ones).
+        It runs in the caller's context, so events it makes record the caller's principal."""
+        context = contextvars.copy_context()
+        return await self._db.write(lambda store: context.run(transaction, store))
 
     async def append(self, events: list[EventRecord]) -> list[AppendResult]:
         """Append a batch atomically; duplicates by id are reported, not appended."""
@@ -136,7 +150,7 @@ class EventRouter:
     async def list_events(self, flt: EventFilter, *, size: int, token: str) -> tuple[list[EventRecord], str]:
         """One page of events in log order, and the token of the next page ("" on the last)."""
         filters = [flt.function_name, flt.event_type, flt.correlation_id, flt.start_time, flt.end_time]
-        after = decode_token(token, filters)
+        after = self._db.page_tokens.decode(token, filters)
         limit = page_size(size, default=100, maximum=1000)
         events, _, start = await self._db.call(
             lambda store: (*store.read_events(after, flt, limit + 1), store.log_start())
@@ -144,7 +158,7 @@ class EventRouter:
         if after and after + 1 < start:
             raise _expired(after, start)
         if len(events) > limit:
-            return events[:limit], encode_token(events[limit - 1].position, filters)
+            return events[:limit], self._db.page_tokens.encode(events[limit - 1].position, filters)
         return events, ""
 
     async def start(self) -> None:
@@ -182,9 +196,16 @@ class EventRouter:
         Yields a caught-up Checkpoint when the backlog is exhausted, and another
         every checkpoint_seconds (while idle, or while only non-matching events
         pass). Ends when the router closes. OutOfRange if after_position is older
-        than the log's retention (0 always means: from the start of what is kept).
+        than the log's retention (0 always means: from the start of what is kept),
+        or beyond the log's last position (the events up to it would pass unseen).
         """
         await self.start()
+        if after_position > self._last:
+            # Ask the store too: another process may have appended up to it.
+            last = await self._db.call(lambda store: store.last_position())
+            self._last = max(self._last, last)
+            if after_position > self._last:
+                raise _beyond_end(after_position, self._last)
         position = after_position
         if live_only:
             position = max(self._last, await self._db.call(lambda store: store.last_position()))
@@ -281,8 +302,9 @@ class EventRouter:
 
 
 class Retention:
-    """Background job: trims events older than `days` from the start of the log,
-    in small batches, every `interval` seconds."""
+    """Background job: trims events appended more than `days` ago (not by their
+    claimed timestamp) from the start of the log, in small batches, every
+    `interval` seconds."""
 
     def __init__(self, db: Database, *, days: float, interval: float = 60.0, batch: int = 1000,
                  on_trim: Callable[[int], None] | None = None):

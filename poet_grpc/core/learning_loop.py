@@ -6,17 +6,22 @@ Two entry points share one review:
 - A background consumer tails the log from a durable position and reacts to what
   others publish: drift.detected -> alert.create_external; an unhelpful
   feedback.model_retrained -> learning.false_positive_detected; executions and
-  drift verdicts -> review of the version they concern.
+  drift verdicts -> review of the version they concern; function.feedback ->
+  its review, unless it already had one (so a crash between the feedback's
+  commit and its review loses nothing).
 
 Derived events have ids computed from their trigger, so replaying the log after a
 crash appends nothing twice. A review holds a per-function lock and regenerates
 only while the reviewed version is still current: one trigger, one new version.
+A feedback's verdict is durable (the version it caused, else a feedback_reviews
+row), so it is reviewed once however many times it is handed over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import replace
@@ -24,9 +29,11 @@ from dataclasses import replace
 from poet_grpc.core import learning
 from poet_grpc.core.consumer import consume
 from poet_grpc.core.db import Database
-from poet_grpc.core.enhancement import EnhancementService, Regeneration
+from poet_grpc.core.enhancement import ENHANCEMENT_COMPLETED, LEARNING_CALLER, EnhancementService, Regeneration
+from poet_grpc.core.errors import QuotaExceeded
 from poet_grpc.core.event_router import EventRouter
 from poet_grpc.core.models import EventRecord, FunctionVersion
+from poet_grpc.core.quotas import check as check_quota
 from poet_grpc.core.versions import describe_changes
 from poet_grpc.store import Store
 
@@ -35,8 +42,10 @@ log = logging.getLogger(__name__)
 CONSUMER = "learning"
 SOURCE = "poet.learning_engine"
 _DERIVED = uuid.UUID("6f1d3b52-9a51-4c58-9d7e-2f3b5d0c7a10")
+FUNCTION_FEEDBACK = "function.feedback"
 _REACTS_TO = frozenset({"drift.detected", "feedback.model_retrained", "feedback.human_validation",
-                        "feedback.alert_resolved", "feedback.mlflow_validation", "function.execution"})
+                        "feedback.alert_resolved", "feedback.mlflow_validation", "function.execution",
+                        FUNCTION_FEEDBACK})
 
 
 def derived_id(trigger: EventRecord, event_type: str) -> str:
@@ -61,34 +70,68 @@ class LearningLoop:
         """Judge the version by its evidence; when the policy fires, generate, store
         and announce its successor and return it."""
         async with self._locks[function_name]:
+            return await self._review(function_name, version, trigger)
 
-            def read(store: Store):
-                current = store.get_version(function_name, version)
-                if current is None or not current.current:
-                    return None  # only the current version is judged
-                parent = store.get_version(function_name, current.parent_version) if current.parent_version else None
-                return current, parent, store.drift_verdicts(function_name, version)
-
-            found = await self._db.call(read)
-            if found is None:
-                return None
-            current, parent, verdicts = found
-            finding = learning.evaluate(current, parent, self._policy)
-            if finding is None:
-                return None
-            suggestions = [str(s) for s in trigger.payload.get("suggestions") or []]
-            job = Regeneration(
-                parent=current,
-                spec=learning.learned_spec(current, finding),
-                reason=finding.reason,
-                evidence=learning.evidence(current, finding, suggestions),
-                trigger=trigger,
-                follow_up=lambda new: self._announcements(current, new, finding, trigger, verdicts),
-            )
-            new = await self._enhancements.regenerate(job)
-            if new is not None:
-                log.info("%s %s -> %s: %s", function_name, current.version, new.version, finding.reason)
+    async def review_feedback(self, feedback: EventRecord) -> FunctionVersion | None:
+        """Review the version a logged function.feedback is about, once: SubmitFeedback,
+        its retries and the consumer all come here, and whoever comes after the first
+        review gets its verdict (the version the feedback caused, or None)."""
+        p = feedback.payload
+        name = str(p.get("function_name") or feedback.function_name)
+        async with self._locks[name]:
+            reviewed, new = await self._db.call(lambda store: _verdict(store, feedback.id))
+            if reviewed:
+                return new
+            new = await self._review(name, str(p.get("version") or ""), feedback)
+            if new is None:
+                # A new version is its own record (its causation is the feedback).
+                await self._db.write(lambda store: store.record_feedback_review(feedback.id, time.time()))
             return new
+
+    async def feedback_verdict(self, feedback_id: str) -> FunctionVersion | None:
+        """The version the feedback caused, if any (without reviewing it)."""
+        return (await self._db.call(lambda store: _verdict(store, feedback_id)))[1]
+
+    async def _review(self, function_name: str, version: str, trigger: EventRecord) -> FunctionVersion | None:
+        """review, under the function's lock."""
+
+        def read(store: Store):
+            current = store.get_version(function_name, version)
+            if current is None or not current.current:
+                return None  # only the current version is judged
+            parent = store.get_version(function_name, current.parent_version) if current.parent_version else None
+            return current, parent, store.drift_verdicts(function_name, version)
+
+        found = await self._db.call(read)
+        if found is None:
+            return None
+        current, parent, verdicts = found
+        finding = learning.evaluate(current, parent, self._policy)
+        if finding is None:
+            return None
+        suggestions = [str(s) for s in trigger.payload.get("suggestions") or []]
+        job = Regeneration(
+            parent=current,
+            spec=learning.learned_spec(current, finding),
+            reason=finding.reason,
+            evidence=learning.evidence(current, finding, suggestions),
+            trigger=trigger,
+            follow_up=lambda new: self._announcements(current, new, finding, trigger, verdicts),
+        )
+        try:
+            # The loop's versions are the service's doing: no client pays for them,
+            # but they count against versions per function, so feedback alone
+            # cannot grow a function without bound.
+            await self._db.call(lambda store: check_quota(
+                store, self._enhancements.quotas, LEARNING_CALLER, function_name, 0, service=True
+            ))
+            new = await self._enhancements.regenerate(job)
+        except QuotaExceeded as exc:
+            log.warning("%s %s: no new version (%s): %s", function_name, current.version, finding.reason, exc.message)
+            return None
+        if new is not None:
+            log.info("%s %s -> %s: %s", function_name, current.version, new.version, finding.reason)
+        return new
 
     def _announcements(
         self, old: FunctionVersion, new: FunctionVersion, finding: learning.Finding, trigger: EventRecord, verdicts
@@ -184,6 +227,10 @@ class LearningLoop:
             version = event.payload.get("version") or ""
             if event.function_name and version:
                 self._executed[(event.function_name, str(version))] = event  # reviewed after the batch
+        elif event.type == FUNCTION_FEEDBACK:
+            # Usually SubmitFeedback reviewed it already (then this is a read); after a
+            # crash between its commit and its review, this is that review.
+            await self.review_feedback(event)
 
     async def _review_execution(self, event: EventRecord) -> None:
         target = await self._db.call(
@@ -242,3 +289,11 @@ class LearningLoop:
 
 def _with_id(event: EventRecord, event_id: str) -> EventRecord:
     return replace(event, id=event_id)
+
+
+def _verdict(store: Store, feedback_id: str) -> tuple[bool, FunctionVersion | None]:
+    """(reviewed yet, the version the review made if any) of a feedback."""
+    caused = store.caused_by(feedback_id, ENHANCEMENT_COMPLETED)
+    if caused is not None:
+        return True, store.get_version(caused.payload["function_name"], caused.payload["version"])
+    return store.feedback_reviewed(feedback_id), None

@@ -9,7 +9,7 @@ from poet_grpc.core.db import Database
 from poet_grpc.core.errors import InvalidArgument, NotFound, PoetError
 from poet_grpc.core.event_router import EventRouter
 from poet_grpc.core.models import VERSION_DEPRECATED, FunctionVersion
-from poet_grpc.core.paging import decode_token, encode_token, page_size
+from poet_grpc.core.paging import page_size
 from poet_grpc.store import Store
 
 CURRENT = "current"
@@ -83,7 +83,7 @@ class VersionCatalog:
 
     async def list_versions(self, function_name: str, *, size: int, token: str) -> tuple[list[FunctionVersion], str, str]:
         """(versions oldest first, current version label, next page token)."""
-        after = decode_token(token, [function_name])
+        after = self._db.page_tokens.decode(token, [function_name])
         limit = page_size(size, default=50, maximum=500)
 
         def read(store: Store):
@@ -96,7 +96,7 @@ class VersionCatalog:
         next_token = ""
         if len(versions) > limit:
             versions = versions[:limit]
-            next_token = encode_token(versions[-1].number, [function_name])
+            next_token = self._db.page_tokens.encode(versions[-1].number, [function_name])
         return versions, current, next_token
 
     async def get_version(self, function_name: str, version: str) -> FunctionVersion:

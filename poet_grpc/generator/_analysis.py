@@ -25,6 +25,23 @@ VAR_KEYWORD = "VAR_KEYWORD"
 
 _TYPING_MODULES = frozenset({"typing", "typing_extensions"})
 
+MAX_NESTING = 200
+"""Deepest AST nesting accepted in the function's signature and decorators (CPython's
+parser allows 200 nested brackets): analysis, rendering and the gate rewrite those with
+ast.unparse, which recurses and overflows the stack on about 330 levels. The rest of
+the module is copied verbatim, never recursed into: it may nest as deep as Python parses."""
+
+MAX_PARAMETERS = 255
+"""Default limit of parameters of the enhanced function (see analyze_module): the
+generated checks grow with each parameter."""
+
+_EXCERPT = 80
+"""Characters of a syntax error's line quoted around its column."""
+_LISTED = 20
+"""Names listed in one message before "and N more"."""
+_NAME = 60
+"""Characters of one name quoted in a message."""
+
 
 @dataclass(frozen=True)
 class ParamInfo:
@@ -90,14 +107,17 @@ class Analysis:
     scope: ModuleScope
 
 
-def analyze(source: str, function_name: str) -> FunctionInfo:
+def analyze(source: str, function_name: str, *, max_parameters: int | None = None) -> FunctionInfo:
     """Describe the top-level function `function_name` defined in `source`.
 
-    Raises AnalysisError(field="original_code") when the source does not parse or
-    uses names reserved for the generated code, and AnalysisError(field="function_name")
-    when no top-level function has that name (the message lists the ones defined).
+    Raises AnalysisError(field="original_code") when the source does not parse, the
+    function's signature or decorators nest deeper than MAX_NESTING, the module uses
+    names reserved for the generated code or (with
+    max_parameters) the function has more parameters than that, and
+    AnalysisError(field="function_name") when no top-level function has that name (the
+    message lists the ones defined).
     """
-    return analyze_module(source, function_name).info
+    return analyze_module(source, function_name, max_parameters=max_parameters).info
 
 
 def first_function_name(source: str) -> str:
@@ -114,37 +134,126 @@ def parse(source: str) -> ast.Module:
     try:
         return parse_ast(source, filename="<original_code>", type_comments=False)
     except SyntaxError as exc:
-        where = f"line {exc.lineno}, column {exc.offset}" if exc.lineno else "unknown position"
-        text = f": {exc.text.strip()!r}" if exc.text and exc.text.strip() else ""
-        raise AnalysisError("original_code", f"syntax error at {where}: {exc.msg}{text}") from None
+        raise AnalysisError("original_code", syntax_error_description(exc)) from None
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
-        raise AnalysisError("original_code", f"the code cannot be parsed: {exc}") from None
+        reason = shorten(str(exc), 200) or type(exc).__name__
+        raise AnalysisError("original_code", f"the code cannot be parsed: {reason}") from None
 
 
-def analyze_module(source: str, function_name: str) -> Analysis:
-    """analyze(), keeping the tree, the function's node and the module scope."""
+def syntax_error_description(exc: SyntaxError) -> str:
+    """"syntax error at line L, column C: message: 'excerpt'", quoting at most
+    _EXCERPT characters of the line around the column (a line may be huge)."""
+    where = f"line {exc.lineno}, column {exc.offset}" if exc.lineno else "unknown position"
+    excerpt = _excerpt(exc.text or "", exc.offset)
+    text = f": {excerpt!r}" if excerpt else ""
+    return f"syntax error at {where}: {shorten(str(exc.msg), 200)}{text}"
+
+
+def _excerpt(line: str, offset: int | None) -> str:
+    indent = len(line) - len(line.lstrip())
+    line = line.strip()
+    if len(line) <= _EXCERPT:
+        return line
+    column = max((offset or 1) - 1 - indent, 0)
+    start = max(0, min(column - _EXCERPT // 2, len(line) - _EXCERPT))
+    end = start + _EXCERPT
+    return ("..." if start else "") + line[start:end] + ("..." if end < len(line) else "")
+
+
+def nests_deeper(tree: ast.AST, limit: int = MAX_NESTING) -> int | None:
+    """The line of a node more than `limit` levels deep in tree (0 if it has none), or
+    None when there is none. Walks level by level: no recursion."""
+    level: list[ast.AST] = [tree]
+    for _ in range(limit):
+        below: list[ast.AST] = []
+        for node in level:
+            for name in node._fields:
+                value = getattr(node, name, None)
+                if value.__class__ is list:
+                    below.extend([v for v in value if isinstance(v, ast.AST)])
+                elif isinstance(value, ast.AST) and not isinstance(value, ast.expr_context):
+                    below.append(value)
+        if not below:
+            return None
+        level = below
+    return next((n.lineno for n in level if hasattr(n, "lineno")), 0)
+
+
+def _check_signature_nesting(node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+    parts = [node.args, *node.decorator_list, *getattr(node, "type_params", ())]
+    if node.returns is not None:
+        parts.append(node.returns)
+    for part in parts:
+        line = nests_deeper(part)
+        if line is not None:
+            where = f" (line {line})" if line else ""
+            raise AnalysisError(
+                "original_code",
+                f"the signature or decorators of {node.name}() nest deeper than {MAX_NESTING} levels{where}; "
+                "simplify that annotation, default or decorator",
+            )
+
+
+def normalize_newlines(source: str) -> str:
+    """source with CRLF and CR line ends as LF. Python reads all three as LF (in string
+    literals too), so the code means the same; line-based steps then count lines as the
+    parser does."""
+    if "\r" not in source:
+        return source
+    return source.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def shorten(text: str, limit: int = _NAME) -> str:
+    """text cut to at most limit characters, "..." marking the cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(shorten(n) for n in names[:_LISTED])
+    return shown + (f" and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
+
+
+def analyze_module(source: str, function_name: str, *, max_parameters: int | None = None) -> Analysis:
+    """analyze(), keeping the tree, the function's node and the module scope.
+    Line ends are normalised first (Analysis.source has LF only)."""
     if not function_name:
         raise AnalysisError("function_name", "function_name is empty")
     if not function_name.isidentifier():
-        raise AnalysisError("function_name", f"{function_name!r} is not a Python identifier")
+        raise AnalysisError("function_name", f"{shorten(function_name)!r} is not a Python identifier")
+    source = normalize_newlines(source)
     tree = parse(source)
     node = _find_function(tree, function_name)
-    scope = module_scope(tree)
-    _check_reserved(scope, node)
-    params = tuple(_parameters(node.args))
-    info = FunctionInfo(
-        name=node.name,
-        is_async=isinstance(node, ast.AsyncFunctionDef),
-        is_generator=_yields(node),
-        signature=_signature(node),
-        parameters=params,
-        return_annotation=ast.unparse(node.returns) if node.returns is not None else "",
-        docstring=ast.get_docstring(node),
-        decorators=tuple(ast.unparse(d) for d in node.decorator_list),
-        imports=_imports(tree),
-        lineno=node.lineno,
-    )
+    if max_parameters is not None:
+        _check_parameter_count(node, max_parameters)
+    _check_signature_nesting(node)
+    try:
+        scope = module_scope(tree)
+        _check_reserved(scope, node)
+        params = tuple(_parameters(node.args))
+        info = FunctionInfo(
+            name=node.name,
+            is_async=isinstance(node, ast.AsyncFunctionDef),
+            is_generator=_yields(node),
+            signature=_signature(node),
+            parameters=params,
+            return_annotation=ast.unparse(node.returns) if node.returns is not None else "",
+            docstring=ast.get_docstring(node),
+            decorators=tuple(ast.unparse(d) for d in node.decorator_list),
+            imports=_imports(tree),
+            lineno=node.lineno,
+        )
+    except RecursionError:  # MAX_NESTING should prevent it; never let it become INTERNAL
+        raise AnalysisError("original_code", "the code nests too deeply to analyse") from None
     return Analysis(info=info, source=source, tree=tree, node=node, scope=scope)
+
+
+def _check_parameter_count(node: ast.FunctionDef | ast.AsyncFunctionDef, limit: int) -> None:
+    a = node.args
+    count = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + (a.vararg is not None) + (a.kwarg is not None)
+    if count > limit:
+        raise AnalysisError(
+            "original_code", f"{node.name}() has {count} parameters; functions with at most {limit} can be enhanced"
+        )
 
 
 def def_header(node: ast.FunctionDef | ast.AsyncFunctionDef, *, docstring: bool = False) -> str:
@@ -183,11 +292,11 @@ def _find_function(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFu
         isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name and n not in tree.body
         for n in ast.walk(tree)
     )
-    message = f"no top-level function named {name!r}"
+    message = f"no top-level function named {shorten(name)!r}"
     if nested:
         message += " (a nested function or method of that name exists; only top-level functions can be enhanced)"
     if defined:
-        message += "; functions defined: " + ", ".join(dict.fromkeys(defined))
+        message += "; functions defined: " + _listing(list(dict.fromkeys(defined)))
     else:
         message += "; the code defines no top-level function"
     raise AnalysisError("function_name", message)
@@ -340,5 +449,5 @@ def _check_reserved(scope: ModuleScope, node: ast.FunctionDef | ast.AsyncFunctio
     if reserved:
         raise AnalysisError(
             "original_code",
-            f"names starting with {RESERVED_PREFIX!r} are reserved for the generated code: " + ", ".join(reserved),
+            f"names starting with {RESERVED_PREFIX!r} are reserved for the generated code: " + _listing(reserved),
         )

@@ -19,6 +19,10 @@ a batch that still fails is dropped and counted in `events_failed` (sent ones in
 The destination is `_POET_PARAMS["events_url"]` when non-empty, else the
 environment variable POET_EVENTS_URL, read at call time. With neither set,
 nothing is queued, measured or sent: the per-call cost is two dictionary lookups.
+A service that requires authentication gets `authorization: Bearer <token>`
+with the token from the environment variable POET_EVENTS_TOKEN, else
+`_POET_PARAMS["events_token"]` (the environment is preferred: a param is stored
+in the version's code).
 
 Execution metrics are best effort: memory_mb is the process's peak RSS so far;
 cpu_percent is the process's CPU time during the call (all its threads) over the
@@ -37,6 +41,7 @@ from typing import Any
 
 DEFAULTS: dict[str, Any] = {
     "events_url": "",
+    "events_token": "",
     "events_queue_size": 10000,
     "events_batch_size": 100,
     "events_flush_seconds": 1.0,
@@ -212,12 +217,16 @@ def _poet_ev_send(events):
         return
     body = ('{"events":[' + ",".join(parts) + "]}").encode("utf-8")
     endpoint = url.rstrip("/") + "/api/v1/events:publish"
+    headers = {"Content-Type": "application/json"}
+    token = _poet_os.environ.get("POET_EVENTS_TOKEN") or _POET_PARAMS.get("events_token")
+    if token and _poet_builtins.isinstance(token, _poet_builtins.str):
+        headers["Authorization"] = "Bearer " + token
     for attempt in _poet_builtins.range(3):
         if attempt:
             _poet_time.sleep(0.1 * 4 ** (attempt - 1))
         try:
             request = urllib.request.Request(
-                endpoint, data=body, method="POST", headers={"Content-Type": "application/json"}
+                endpoint, data=body, method="POST", headers=headers
             )
             with urllib.request.urlopen(request, timeout=2.0) as response:  # nosec B310: http(s) only
                 response.read()

@@ -20,6 +20,9 @@ class AnalysisError(GeneratorError):
         self.field = field
         self.description = description
 
+    def __reduce__(self):  # pickled by field: it crosses processes (see _processes)
+        return type(self), (self.field, self.description)
+
 
 class GateError(GeneratorError):
     """Generated code failed the safety gate.
@@ -33,3 +36,6 @@ class GateError(GeneratorError):
         super().__init__(f"{check}: {description}")
         self.check = check
         self.description = description
+
+    def __reduce__(self):
+        return type(self), (self.check, self.description)

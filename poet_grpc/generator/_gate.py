@@ -37,11 +37,13 @@ from __future__ import annotations
 import ast
 import atexit
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from poet_grpc.generator import _emitter, _runtime
-from poet_grpc.generator._analysis import Analysis, analyze_module
+from poet_grpc.generator._analysis import Analysis, analyze_module, normalize_newlines
 from poet_grpc.generator._capabilities import check_capabilities, emitter_block
 from poet_grpc.generator._errors import AnalysisError, GateError
 from poet_grpc.generator._parsing import parse as parse_ast
@@ -124,6 +126,15 @@ def _close_sandboxes() -> None:
         _sandboxes.clear()
 
 
+@dataclass(frozen=True)
+class SandboxChecks:
+    """The gate's checks to run in the sandbox, with their inputs (prepare_checks()).
+    Plain data, so that the other half may run in another process (see _processes)."""
+
+    import_args: dict[str, Any]
+    scan_args: dict[str, Any]
+
+
 def check_generated(
     original_source: str,
     generated_source: str,
@@ -149,8 +160,66 @@ def check_generated(
     top-level statements (see _Layout); the check is the same, only cheaper.
     `original`: the original's analysis, when the caller has it already.
     `sandbox`: where to run (default: gate_sandbox()); `timeout_seconds`: the time
-    limit of the sandboxed work (default: the sandbox's).
+    limit of the sandboxed work (default: the sandbox's). CR and CRLF line ends are
+    checked as LF, as Python reads them.
+    prepare_checks() and start_sandbox_checks() are the same check in two halves.
     """
+    checks, rest = _prepare(original_source, generated_source, function_name, chunks=chunks, original=original)
+    sandbox = sandbox or gate_sandbox()
+    timeout_seconds = timeout_seconds or sandbox.timeout_seconds
+    started = _submit(checks, sandbox, timeout_seconds, then=rest)
+    _verdicts(started, timeout_seconds)
+
+
+class StartedChecks:
+    """The gate's sandbox checks of one version, under way (start_sandbox_checks)."""
+
+    def __init__(self, pending: list[Pending], timeout_seconds: float):
+        self._pending = pending
+        self._timeout_seconds = timeout_seconds
+
+    def verdicts(self) -> None:
+        """Wait for them; GateError when one fails."""
+        _verdicts(self._pending, self._timeout_seconds)
+
+    def cancel(self) -> None:
+        for pending in self._pending:
+            pending.cancel()
+
+
+def start_sandbox_checks(checks: SandboxChecks, *, sandbox: GateSandbox | None = None,
+                         timeout_seconds: float | None = None) -> StartedChecks:
+    """Start what prepare_checks() left for the sandbox: the import and bandit's scan."""
+    sandbox = sandbox or gate_sandbox()
+    timeout_seconds = timeout_seconds or sandbox.timeout_seconds
+    return StartedChecks(_submit(checks, sandbox, timeout_seconds), timeout_seconds)
+
+
+def prepare_checks(
+    original_source: str,
+    generated_source: str,
+    function_name: str,
+    *,
+    chunks: Sequence[str] | None = None,
+    original: Analysis | None = None,
+) -> tuple[SandboxChecks, Callable[[], None]]:
+    """check_generated() in two halves, for a caller that runs them apart (even in
+    another process): the sandbox's work (give it to start_sandbox_checks()), and the
+    rest of this process's checks (call it meanwhile; GateError when one fails)."""
+    return _prepare(original_source, generated_source, function_name, chunks=chunks, original=original)
+
+
+def _prepare(
+    original_source: str,
+    generated_source: str,
+    function_name: str,
+    *,
+    chunks: Sequence[str] | None,
+    original: Analysis | None,
+) -> tuple[SandboxChecks, Callable[[], None]]:
+    """The sandbox's work, and the rest of this process's checks (to run while it works)."""
+    original_source = normalize_newlines(original_source)
+    generated_source = normalize_newlines(generated_source)
     if original is None or original.source != original_source or original.info.name != function_name:
         try:
             original = analyze_module(original_source, function_name)
@@ -159,8 +228,6 @@ def check_generated(
     layout = _Layout.of(generated_source, chunks)
     tree, exempt = layout.tree, layout.exempt
     known = exempt | _known_statements(tree, generated_source, original_source, original.tree, helpers=not layout.chunked)
-    sandbox = sandbox or gate_sandbox()
-    timeout_seconds = timeout_seconds or sandbox.timeout_seconds
     import_args = {
         "original": _undecorated(original_source, original.node),
         # The chunks, when the layout used them, make up the generated source.
@@ -172,20 +239,37 @@ def check_generated(
         "original": original_source,
         "generated": layout.blank(_blank_statements(generated_source, tree, known)),
     }
-    started: list[Pending] = []
-    try:
-        started.append(sandbox.imports.submit([("gate.import", import_args)], timeout_seconds=timeout_seconds))
-        started.append(sandbox.scans.submit([("gate.bandit", scan_args)], timeout_seconds=timeout_seconds))
+
+    def rest() -> None:
         enhanced = _function(tree, function_name)
-        _compare_signatures(original.node, enhanced)
+        try:
+            _compare_signatures(original.node, enhanced)
+        except RecursionError:  # ast.unparse of a signature nested absurdly deep
+            raise GateError("syntax", "the generated code nests too deeply to check") from None
         check_capabilities(original.tree, tree, exempt, emitter=layout.emitter)
         _check_bidirectional_text(original_source, generated_source)
+
+    return SandboxChecks(import_args, scan_args), rest
+
+
+def _submit(checks: SandboxChecks, sandbox: GateSandbox, timeout_seconds: float,
+            then: Callable[[], None] = lambda: None) -> list[Pending]:
+    """Start the sandbox's work, run `then` meanwhile; the pending work."""
+    started: list[Pending] = []
+    try:
+        started.append(sandbox.imports.submit([("gate.import", checks.import_args)], timeout_seconds=timeout_seconds))
+        started.append(sandbox.scans.submit([("gate.bandit", checks.scan_args)], timeout_seconds=timeout_seconds))
+        then()
     except BaseException as exc:
         for pending in started:
             pending.cancel()
         if isinstance(exc, SandboxError):
             raise GateError("sandbox", str(exc)) from None
         raise
+    return started
+
+
+def _verdicts(started: list[Pending], timeout_seconds: float) -> None:
     imports, scans = started
     try:
         (imported,) = imports.result()
@@ -254,12 +338,16 @@ class _Layout:
 
 def _parse(source: str, *, first_line: int = 1) -> ast.Module:
     try:
-        # Blank lines in front give the nodes their line numbers in the whole module.
-        tree = parse_ast("\n" * (first_line - 1) + source, filename="<generated>")
+        tree = parse_ast(source, filename="<generated>")
     except SyntaxError as exc:
-        raise GateError("syntax", f"line {exc.lineno}, column {exc.offset}: {exc.msg}") from None
+        line = exc.lineno + first_line - 1 if exc.lineno else None
+        raise GateError("syntax", f"line {line}, column {exc.offset}: {str(exc.msg)[:200]}") from None
     except (ValueError, RecursionError, MemoryError) as exc:
         raise GateError("syntax", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    if first_line > 1:
+        # Line numbers in the whole module. Not by blank lines in front of the chunk:
+        # parsing those made the chunks' parses quadratic in the module's length.
+        ast.increment_lineno(tree, first_line - 1)
     return tree
 
 

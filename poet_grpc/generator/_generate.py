@@ -1,24 +1,40 @@
-"""generate(): analysis, parameters, rendering, the Dana annotation and the gate."""
+"""generate(): analysis, parameters, rendering, the Dana annotation and the gate;
+prepare(), its CPU-bound first half."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from poet_grpc.core.models import EnhancementSpec, GeneratedCode
 from poet_grpc.generator import _render
-from poet_grpc.generator._analysis import analyze_module, first_function_name
+from poet_grpc.generator._analysis import MAX_PARAMETERS, analyze_module, first_function_name, normalize_newlines
 from poet_grpc.generator._dana import annotate_dana
 from poet_grpc.generator._errors import AnalysisError
-from poet_grpc.generator._gate import check_generated
+from poet_grpc.generator._gate import SandboxChecks, StartedChecks, prepare_checks, start_sandbox_checks
 from poet_grpc.generator._params import resolve_domain, resolve_optimize_for, resolve_params
 
 if TYPE_CHECKING:
     from poet_grpc.generator._gate import GateSandbox
     from poet_grpc.generator._llm import GeminiGenerator
-    
+    from poet_grpc.generator._processes import GeneratorProcesses
+
 GENERATOR = "template"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one request may make the generator produce (the service's
+    POET_MAX_PARAMETERS and POET_MAX_GENERATED_BYTES)."""
+
+    max_parameters: int = MAX_PARAMETERS
+    """Most parameters of the enhanced function: its checks grow with each one."""
+    max_generated_bytes: int = 1024 * 1024
+    """Largest enhanced module (the original and the POET section), in bytes of UTF-8."""
+
+
+DEFAULT_LIMITS = Limits()
 
 SAFETY_WEIGHTS = {
     _render.INPUT_VALIDATION: 0.25,
@@ -43,6 +59,15 @@ def safety_level(optimizations: Iterable[str]) -> float:
     return round(sum(SAFETY_WEIGHTS.get(o, 0.0) for o in set(optimizations)), 2)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """generate()'s first half, done: the template version and the gate's checks
+    left for the sandbox. Plain data: it may come from another process."""
+
+    code: GeneratedCode
+    checks: SandboxChecks
+
+
 def generate(
     spec: EnhancementSpec,
     *,
@@ -50,14 +75,20 @@ def generate(
     evidence: Mapping[str, Any] | None = None,
     llm: GeminiGenerator | None = None,
     sandbox: GateSandbox | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    processes: GeneratorProcesses | None = None,
 ) -> GeneratedCode:
     """The enhanced version of spec.function_name (the first function when empty).
 
     Raises AnalysisError for a request that cannot be enhanced (its `field` names the
-    culprit: original_code, function_name, domain, optimize_for, config, dana_source)
-    and GateError when the generated code fails the gate (a generator bug).
+    culprit: original_code, function_name, domain, optimize_for, config, dana_source),
+    also when it goes over `limits` (checked before the gate runs), and GateError when
+    the generated code fails the gate (a generator bug). CR and CRLF line ends in the
+    code are read as LF (the enhanced module has LF only; Python reads them the same).
     Blocking (the gate waits for the sandbox): call it from a worker thread in async
-    code. `sandbox`: where the gate runs the code (default: gate_sandbox()).
+    code. `sandbox`: where the gate runs the code (default: gate_sandbox());
+    `processes`: where the CPU-bound half (prepare()) runs, instead of this thread
+    (a server passes them: see _processes).
     `version` (e.g. "v3") is baked into the module as _POET_VERSION and reported in
     its function.execution events; it does not change anything else.
     With `llm`, the template version is the reference and the fallback: the LLM's
@@ -65,21 +96,68 @@ def generate(
     feedback the template ignores) is returned when it passes the gate, generator
     "gemini"; otherwise the template's, with params["llm_fallback_reason"] saying why.
     """
+    running: list[StartedChecks] = []
+
+    def start(checks: SandboxChecks) -> None:  # the sandbox works while the last static checks run
+        running.append(start_sandbox_checks(checks, sandbox=sandbox))
+
+    try:
+        if processes is not None:
+            prepared = processes.prepare(spec, version=version, limits=limits, started=start)
+        else:
+            prepared = prepare(spec, version=version, limits=limits, started=start)
+    except BaseException:
+        for checks in running:
+            checks.cancel()
+        raise
+    running[0].verdicts()
+    template = prepared.code
+    if llm is None:
+        return template
+    spec = replace(spec, original_code=normalize_newlines(spec.original_code))  # the code prepare() read
+    outcome = llm.enhance_outcome(spec, template, evidence=evidence, sandbox=sandbox)
+    if outcome.code is not None:
+        return outcome.code
+    return replace(template, params={**template.params, "llm_fallback_reason": outcome.fallback_reason})
+
+
+def prepare(
+    spec: EnhancementSpec,
+    *,
+    version: str = "",
+    limits: Limits = DEFAULT_LIMITS,
+    started: Callable[[SandboxChecks], None] = lambda checks: None,
+) -> Prepared:
+    """generate()'s CPU-bound first half: the analysis, the limits, rendering and the
+    gate's static checks; neither the sandbox nor the LLM. Raises as generate().
+    `started` is given the sandbox's checks as soon as they are known, before the
+    last static checks, so that the sandbox can work meanwhile."""
+    spec = replace(spec, original_code=normalize_newlines(spec.original_code))
     domain = resolve_domain(spec.domain)
     optimize_for = resolve_optimize_for(spec.optimize_for)
     name = spec.function_name or first_function_name(spec.original_code)
-    analysis = analyze_module(spec.original_code, name)
+    analysis = analyze_module(spec.original_code, name, max_parameters=limits.max_parameters)
     if analysis.info.is_async and analysis.info.is_generator:
         raise AnalysisError(
             "original_code",
             f"{name} is an async generator function; the template generator cannot enhance those yet",
         )
     params = resolve_params(domain, optimize_for, spec.config)
-    rendered = _render.render(analysis, params, domain=domain, optimize_for=optimize_for, version=version)
+    try:
+        rendered = _render.render(analysis, params, domain=domain, optimize_for=optimize_for, version=version)
+    except RecursionError:  # MAX_NESTING should prevent it; never let it become INTERNAL
+        raise AnalysisError("original_code", "the code nests too deeply to enhance") from None
+    size = len(rendered.python.encode("utf-8"))
+    if size > limits.max_generated_bytes:
+        raise AnalysisError(
+            "original_code",
+            f"the enhanced module of {name}() would be {size} bytes, over the limit of {limits.max_generated_bytes}; "
+            "fewer or simpler parameter annotations make it smaller",
+        )
     dana = annotate_dana(spec.dana_source, name, domain, params)
-    check_generated(
-        spec.original_code, rendered.python, name, chunks=rendered.chunks, original=analysis, sandbox=sandbox
-    )
+    checks, rest = prepare_checks(spec.original_code, rendered.python, name, chunks=rendered.chunks, original=analysis)
+    started(checks)
+    rest()
     template = GeneratedCode(
         python=rendered.python,
         dana=dana,
@@ -88,9 +166,4 @@ def generate(
         generator=GENERATOR,
         params=params,
     )
-    if llm is None:
-        return template
-    outcome = llm.enhance_outcome(spec, template, evidence=evidence, sandbox=sandbox)
-    if outcome.code is not None:
-        return outcome.code
-    return replace(template, params={**template.params, "llm_fallback_reason": outcome.fallback_reason})
+    return Prepared(template, checks)

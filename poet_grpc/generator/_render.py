@@ -161,7 +161,7 @@ def render(
 
 
 def analysis_source(analysis: Analysis) -> str:
-    """The original source, unchanged but for a final newline."""
+    """The original source, unchanged but for LF line ends (see analyze_module) and a final newline."""
     source = analysis.source
     return source if source.endswith("\n") else source + "\n"
 

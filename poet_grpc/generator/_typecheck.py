@@ -165,7 +165,8 @@ def _translate(node: ast.expr, scope: ModuleScope, depth: int) -> Check | None:
         if isinstance(node.value, str):  # a string annotation: check what it names
             try:
                 inner = parse_ast(node.value.strip(), mode="eval").body
-            except SyntaxError:
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                # Python never evaluates it at def time: one it cannot read is just unchecked.
                 return None
             return _translate(inner, scope, depth + 1)
         return None

@@ -18,7 +18,7 @@ import httpx
 from poet_grpc.core.db import Database
 from poet_grpc.core.errors import FieldViolation, InvalidArgument, NotFound
 from poet_grpc.core.event_router import EventRouter
-from poet_grpc.core.paging import decode_token, encode_token, page_size
+from poet_grpc.core.paging import page_size
 
 from ._config import KINDS, SinkConfig, SinksFileError, load_sinks
 from .inbound import InboundMapper
@@ -97,12 +97,12 @@ class Integrations:
     async def list_dead_letters(self, sink: str, *, size: int, token: str) -> tuple[list[DeadLetter], str]:
         """One page of dead letters (oldest first) of a sink, or of all sinks when sink is ""."""
         filters = [sink]
-        after = decode_token(token, filters)
+        after = self._db.page_tokens.decode(token, filters)
         limit = page_size(size, default=100, maximum=1000)
         rows = await self._db.call(lambda store: store.list_dead_letters(sink, after, limit + 1))
         letters = [DeadLetter.from_row(r) for r in rows]
         if len(letters) > limit:
-            return letters[:limit], encode_token(letters[limit - 1].id, filters)
+            return letters[:limit], self._db.page_tokens.encode(letters[limit - 1].id, filters)
         return letters, ""
 
     async def replay(self, sink: str, *, ids: list[int], replay_all: bool) -> list[DeadLetter]:

@@ -6,15 +6,51 @@ import inspect
 from typing import Awaitable, Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 
 UnaryBehavior = Callable[[object, grpc.aio.ServicerContext], Awaitable[object]]
+Deserializer = Callable[[bytes], object]
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler | None, unary, stream) -> grpc.RpcMethodHandler | None:
+class UndecodableRequest:
+    """Stands in for a request whose bytes do not parse (nested deeper than
+    protobuf's limit, invalid UTF-8, corrupt): grpc would answer UNKNOWN with the
+    parser's text; this lets the validation interceptor refuse it instead."""
+
+    __slots__ = ("message_type", "error")
+
+    def __init__(self, message_type: str, error: str):
+        self.message_type = message_type
+        self.error = error
+
+
+def tolerant(deserialize: Deserializer | None) -> Deserializer | None:
+    """deserialize, returning an UndecodableRequest where it would raise."""
+    if deserialize is None:
+        return None
+    owner = getattr(deserialize, "__self__", None)  # Message.FromString is bound to its class
+    message_type = getattr(getattr(owner, "DESCRIPTOR", None), "name", "request")
+
+    def parse(data: bytes) -> object:
+        try:
+            return deserialize(data)
+        except (DecodeError, RecursionError) as exc:
+            return UndecodableRequest(message_type, str(exc))
+
+    return parse
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler | None, unary, stream, *,
+                 deserializer: Callable[[Deserializer | None], Deserializer | None] | None = None
+                 ) -> grpc.RpcMethodHandler | None:
     """A handler whose unary_unary behaviour is unary(behaviour) and whose
-    unary_stream behaviour is stream(behaviour). Other kinds pass through."""
+    unary_stream behaviour is stream(behaviour), and whose request deserializer
+    is deserializer(the handler's), when given. Other kinds pass through."""
     if handler is None or handler.request_streaming:
         return handler
+    request_deserializer = handler.request_deserializer
+    if deserializer is not None:
+        request_deserializer = deserializer(request_deserializer)
     if handler.response_streaming:
         behavior = handler.unary_stream
         # Streaming handlers are either async generators or coroutines that
@@ -22,11 +58,11 @@ def wrap_handler(handler: grpc.RpcMethodHandler | None, unary, stream) -> grpc.R
         wrapped = stream(behavior) if inspect.isasyncgenfunction(behavior) else unary(behavior)
         return grpc.unary_stream_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=request_deserializer,
             response_serializer=handler.response_serializer,
         )
     return grpc.unary_unary_rpc_method_handler(
         unary(handler.unary_unary),
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=request_deserializer,
         response_serializer=handler.response_serializer,
     )

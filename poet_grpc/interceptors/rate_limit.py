@@ -9,8 +9,9 @@ token is back. Probes, grpc.health.v1 and reflection are never limited.
 The client is, in order: the ``x-client-id`` metadata (header) when present;
 else the last ``x-forwarded-for`` entry, which the REST gateway sets to the
 address of the HTTP client; else the gRPC peer's address (without its port).
-These are self-declared, so the limit is a fairness guard against runaway
-callers, not a security control; authentication will give it a verified key.
+With an auth file the key is the authenticated principal instead (set by the
+auth interceptor, which runs first); the self-declared keys above count only
+for anonymous use without one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import grpc
 
 from poet_grpc.config import Settings
 from poet_grpc.core.errors import RateLimited
+from poet_grpc.core.principal import current
 from poet_grpc.interceptors._wrap import wrap_handler
 
 __all__ = ["RateLimitInterceptor", "TokenBuckets", "client_key"]
@@ -98,7 +100,9 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
 
     def _check(self, context: grpc.aio.ServicerContext) -> None:
         assert self._buckets is not None
-        wait = self._buckets.take(client_key(context.invocation_metadata(), context.peer()))
+        principal = current()
+        key = principal.key if principal is not None else client_key(context.invocation_metadata(), context.peer())
+        wait = self._buckets.take(key)
         if wait > 0:
             rate, burst = self._buckets.rate, self._buckets.burst
             raise RateLimited(

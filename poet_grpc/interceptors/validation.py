@@ -14,12 +14,13 @@ import re
 from typing import Callable, Iterator
 
 import grpc
+from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb
 from poet_grpc.config import Settings
 from poet_grpc.core.errors import FieldViolation, InvalidArgument
-from poet_grpc.interceptors._wrap import wrap_handler
+from poet_grpc.interceptors._wrap import UndecodableRequest, tolerant, wrap_handler
 
 Rule = Callable[[Message, Settings], Iterator[FieldViolation]]
 
@@ -39,6 +40,16 @@ MAX_ID = 128
 MAX_TEXT = 10_000
 MAX_STREAM_BATCH = 1000
 """Most events one StreamEvents message may carry."""
+MIN_TIMESTAMP_SECONDS = -62135596800
+"""0001-01-01T00:00:00Z: the first second a google.protobuf.Timestamp may hold..."""
+MAX_TIMESTAMP_SECONDS = 253402300799
+"""... and 9999-12-31T23:59:59Z, its last."""
+PROTOBUF_MAX_DEPTH = 100
+"""Nesting beyond which protobuf's parsers refuse a message."""
+MAX_STRUCT_DEPTH = 24
+"""Deepest nesting (objects and lists) of a free-form Struct. Each JSON level is up
+to 3 message levels, and the log hands payloads back inside other messages (a
+stream's batch one level deeper than the request was): well under the parsers' limit."""
 
 
 def _get(message: Message, path: str):
@@ -96,6 +107,57 @@ def non_negative(*paths: str) -> Rule:
     return rule
 
 
+def _timestamp_problem(ts: timestamp_pb2.Timestamp) -> str | None:
+    if not MIN_TIMESTAMP_SECONDS <= ts.seconds <= MAX_TIMESTAMP_SECONDS:
+        return (f"must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z, "
+                f"got seconds={ts.seconds}")
+    if not 0 <= ts.nanos <= 999_999_999:
+        return f"nanos must be between 0 and 999999999, got {ts.nanos}"
+    return None
+
+
+def timestamps(*paths: str) -> Rule:
+    """Each of these top-level Timestamp fields, when set, is one a Timestamp may hold."""
+    def rule(m, s):
+        for path in paths:
+            if m.HasField(path):
+                problem = _timestamp_problem(getattr(m, path))
+                if problem is not None:
+                    yield FieldViolation(path, problem)
+
+    return rule
+
+
+def _nests_deeper(struct: struct_pb2.Struct, limit: int) -> bool:
+    """Whether objects and lists in struct nest more than limit levels (the struct is one)."""
+    if struct.ByteSize() < 4 * limit:
+        return False  # each level takes at least 4 bytes: the common small payload is ruled out cheaply
+    values, level = list(struct.fields.values()), 1
+    while values:
+        inner: list[struct_pb2.Value] = []
+        for value in values:
+            kind = value.WhichOneof("kind")
+            if kind == "struct_value":
+                inner.extend(value.struct_value.fields.values())
+            elif kind == "list_value":
+                inner.extend(value.list_value.values)
+        if not inner:
+            return False
+        level += 1
+        if level > limit:
+            return True
+        values = inner
+    return False
+
+
+def shallow(path: str) -> Rule:
+    def rule(m, s):
+        if _nests_deeper(_get(m, path), MAX_STRUCT_DEPTH):
+            yield FieldViolation(path, f"nests deeper than {MAX_STRUCT_DEPTH} levels")
+
+    return rule
+
+
 def _feedback_values(m: pb.SubmitFeedbackRequest, s: Settings) -> Iterator[FieldViolation]:
     if m.feedback_type == pb.FEEDBACK_TYPE_UNSPECIFIED:
         yield FieldViolation("feedback_type", "is required: performance, error, user or system")
@@ -117,7 +179,9 @@ def _version_label(m: pb.GetVersionRequest, s: Settings) -> Iterator[FieldViolat
 
 
 def _time_range(m: pb.ListEventsRequest, s: Settings) -> Iterator[FieldViolation]:
-    if m.HasField("start_time") and m.HasField("end_time") and m.end_time.ToNanoseconds() <= m.start_time.ToNanoseconds():
+    # Compared as (seconds, nanos): ToNanoseconds raises on a Timestamp out of range.
+    start, end = m.start_time, m.end_time
+    if m.HasField("start_time") and m.HasField("end_time") and (end.seconds, end.nanos) <= (start.seconds, start.nanos):
         yield FieldViolation("end_time", "must be after start_time")
 
 
@@ -162,6 +226,12 @@ def _published_events(m: pb.PublishEventsRequest, s: Settings) -> Iterator[Field
                 ok = name_ok[function_name] = IDENTIFIER.fullmatch(function_name) is not None
             if not ok:
                 yield FieldViolation(f"events[{i}].function_name", "must be a Python identifier")
+        if event.HasField("timestamp"):
+            problem = _timestamp_problem(event.timestamp)
+            if problem is not None:
+                yield FieldViolation(f"events[{i}].timestamp", problem)
+        if _nests_deeper(event.payload, MAX_STRUCT_DEPTH):
+            yield FieldViolation(f"events[{i}].payload", f"nests deeper than {MAX_STRUCT_DEPTH} levels")
         if sizes_checked:
             size = event.ByteSize()
             if size > s.max_event_bytes:
@@ -206,6 +276,7 @@ RULES: dict[type[Message], list[Rule]] = {
         *source_code("python_code"),
         max_length("dana_source", lambda s: s.max_code_bytes, "bytes"),
         max_length("domain", 64),
+        shallow("config"),
         request_id(),
     ],
     pb.EnhanceExternalRequest: [
@@ -213,6 +284,7 @@ RULES: dict[type[Message], list[Rule]] = {
         *function_name(optional=True),
         max_length("domain", 64),
         max_length("client_id", MAX_ID),
+        shallow("parameters"),
         request_id(),
     ],
     pb.SubmitFeedbackRequest: [
@@ -244,6 +316,7 @@ RULES: dict[type[Message], list[Rule]] = {
         _type_pattern,
         max_length("correlation_id", MAX_ID),
         non_negative("page_size", "limit"),
+        timestamps("start_time", "end_time"),
         _time_range,
     ],
     pb.StreamEventsRequest: [
@@ -264,11 +337,25 @@ def violations(request: Message, settings: Settings) -> list[FieldViolation]:
     return [v for rule in RULES.get(type(request), ()) for v in rule(request, settings)]
 
 
+def undecodable(request: UndecodableRequest) -> InvalidArgument:
+    """The refusal of a request whose bytes did not parse."""
+    error = request.error
+    if "MaxDepth" in error or "recursion" in error.lower():
+        problem = f"nests deeper than {PROTOBUF_MAX_DEPTH} levels, protobuf's limit"
+    elif "UTF-8" in error:
+        problem = "has a string field that is not valid UTF-8"
+    else:
+        problem = f"is not a valid {request.message_type} message"
+    return InvalidArgument.single("request", problem, reason="MALFORMED_REQUEST")
+
+
 class ValidationInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, settings: Settings):
         self._settings = settings
 
-    def _check(self, request: Message) -> None:
+    def _check(self, request: Message | UndecodableRequest) -> None:
+        if isinstance(request, UndecodableRequest):
+            raise undecodable(request)
         found = violations(request, self._settings)
         if found:
             raise InvalidArgument(found)
@@ -289,4 +376,6 @@ class ValidationInterceptor(grpc.aio.ServerInterceptor):
 
             return handle
 
-        return wrap_handler(await continuation(handler_call_details), unary, stream)
+        # Requests that do not parse reach _check as UndecodableRequest: refused
+        # before anything behind this interceptor sees them.
+        return wrap_handler(await continuation(handler_call_details), unary, stream, deserializer=tolerant)

@@ -167,10 +167,44 @@ def _003_dead_letters(db: Database) -> None:
     db.table("dead_letters").create_index(["sink", "id"], index_name="dead_letters_by_sink")
 
 
+def _004_append_time_and_signing_keys(db: Database) -> None:
+    # When the service appended each event: retention (and so the dedup window)
+    # goes by it, never by the timestamp a client claims. Old rows take their
+    # timestamp, capped at now, so no claimed future time blocks trimming.
+    db.table("events").add_column("appended_at", float, not_null_default=0.0)
+    db.execute("UPDATE events SET appended_at = MIN(timestamp, ?)", [time.time()])
+    # Secrets of this database (e.g. the key that signs page tokens), so tokens
+    # outlive a restart. The store creates each on first use.
+    db.table("signing_keys").create({"name": str, "key": str}, pk="name", not_null=["key"])
+
+
+def _005_quotas_and_feedback_reviews(db: Database) -> None:
+    # What each caller has stored, charged in the transaction that stores a version
+    # (events do not say whom to charge). Quota state, not a projection: a rebuild
+    # keeps it. principal_usage: functions created and code bytes per caller;
+    # function_usage: versions (and bytes) per caller and function.
+    db.table("principal_usage").create(
+        {"principal": str, "functions": int, "bytes": int},
+        pk="principal", not_null=["functions", "bytes"], defaults={"functions": 0, "bytes": 0},
+    )
+    db.table("function_usage").create(
+        {"principal": str, "function_name": str, "versions": int, "bytes": int},
+        pk=("principal", "function_name"), not_null=["versions", "bytes"], defaults={"versions": 0, "bytes": 0},
+    )
+    # Feedback the learning loop reviewed without making a new version (one that did
+    # is the causation of that version's enhancement.completed). Learning-loop
+    # state, not a projection: a rebuild keeps it.
+    db.table("feedback_reviews").create(
+        {"feedback_id": str, "reviewed_at": float}, pk="feedback_id", not_null=["reviewed_at"],
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "event log and projections", _001_event_log_and_projections),
     (2, "learning: execution evidence, drift verdicts, consumer positions", _002_learning),
     (3, "integrations: dead letters of outbound sinks", _003_dead_letters),
+    (4, "event append times; signing keys", _004_append_time_and_signing_keys),
+    (5, "quota usage per caller; feedback reviews", _005_quotas_and_feedback_reviews),
 ]
 
 

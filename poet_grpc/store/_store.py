@@ -9,12 +9,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+import secrets
 import sqlite3
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlite_utils import Database
 
@@ -37,6 +39,12 @@ _EVENT_COLUMNS = (
     "position, id, type, source, timestamp, function_name, "
     "correlation_id, causation_id, payload, metadata"
 )
+_EVENT_INSERT = (
+    f"INSERT INTO events ({_EVENT_COLUMNS}, appended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# What a protobuf Timestamp can carry (0001-01-01 to 9999-12-31), in seconds.
+MIN_TIMESTAMP = -62135596800.0
+MAX_TIMESTAMP = 253402300800.0
 _VERSION_SELECT = """
     SELECT v.*, m.success_rate, m.avg_duration, m.error_rate, m.feedback_count,
            m.rating_count, m.rating_sum, m.execution_count, m.failure_count,
@@ -67,6 +75,17 @@ class StoredRequest:
     result: dict
 
 
+class QuotaUsage(NamedTuple):
+    """What one caller has stored (see Store.charge_quota)."""
+
+    functions: int
+    """Functions it created (stored the first version of)."""
+    versions: int
+    """Its versions of the function asked about."""
+    bytes: int
+    """Bytes of code (source and generated) of all its versions."""
+
+
 def _sqlite_errors(method):
     """Report SQLite failures as StoreError, the one error callers handle."""
 
@@ -83,11 +102,14 @@ def _sqlite_errors(method):
 class Store:
     """Owns the SQLite connection; appends events and reads the log and projections."""
 
-    def __init__(self, path: str | os.PathLike, *, synchronous: str = "FULL"):
+    def __init__(self, path: str | os.PathLike, *, synchronous: str = "FULL",
+                 clock: Callable[[], float] = time.time):
+        """clock gives the append time of events (retention goes by it)."""
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
         self._path = Path(path)
+        self._clock = clock
         self._depth = 0  # atomic() nesting; 0 = no transaction of ours
         self._appended: list[tuple[EventRecord, int]] | None = None  # (event, bytes), by run_group
         try:
@@ -120,6 +142,7 @@ class Store:
             conn.execute("PRAGMA temp_store = MEMORY")
             self._synchronous = mode
             self._schema_version = _migrations.migrate(self._db, self.atomic)
+            self._page_token_key = self._signing_key("page_token")
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(f"cannot open {self._path}: {exc}") from exc
@@ -130,6 +153,21 @@ class Store:
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def page_token_key(self) -> bytes:
+        """The secret that signs this database's page tokens (kept in the file)."""
+        return self._page_token_key
+
+    def _signing_key(self, name: str) -> bytes:
+        row = self._db.execute("SELECT key FROM signing_keys WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            with self.atomic():
+                # OR IGNORE: another process may have made it meanwhile; its key wins.
+                self._db.execute("INSERT OR IGNORE INTO signing_keys (name, key) VALUES (?, ?)",
+                                 (name, secrets.token_hex(32)))
+            row = self._db.execute("SELECT key FROM signing_keys WHERE name = ?", (name,)).fetchone()
+        return bytes.fromhex(row[0])
 
     def close(self) -> None:
         try:
@@ -221,7 +259,7 @@ class Store:
                 ).fetchall())
             rows: list[tuple] = []
             stored: list[tuple[EventRecord, int]] = []
-            encode = _Encoder()
+            encode = _Encoder(self._clock())
             for event in events:
                 existing = known.get(event.id)
                 if existing is not None:
@@ -235,7 +273,7 @@ class Store:
                 results.append(AppendResult(event.id, position, duplicate=False))
             # One statement for the batch: far less per-row overhead than an
             # execute per event.
-            conn.executemany(f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(_EVENT_INSERT, rows)
             # The projector never reads the events table, so projecting after the
             # inserts gives the same rows as projecting after each one.
             for record, _ in stored:
@@ -342,19 +380,19 @@ class Store:
     @_sqlite_errors
     def trim_log(self, older_than: float, limit: int = 1000) -> int:
         """Retention: delete up to `limit` events from the start of the log, in log
-        order, while their timestamp is before `older_than`; stop at the first newer
-        one, so the log stays a gap-free run of positions. The last event is always
-        kept, so the next position (max + 1) never goes back. Returns how many were
-        deleted."""
+        order, while they were appended before `older_than` (by the store's clock,
+        not the timestamp a client gave); stop at the first newer one, so the log
+        stays a gap-free run of positions. The last event is always kept, so the
+        next position (max + 1) never goes back. Returns how many were deleted."""
         with self.atomic():
             rows = self._db.execute(
-                "SELECT position, timestamp FROM events WHERE position < (SELECT MAX(position) FROM events) "
+                "SELECT position, appended_at FROM events WHERE position < (SELECT MAX(position) FROM events) "
                 "ORDER BY position LIMIT ?",
                 (limit,),
             ).fetchall()
             cut = 0
-            for position, timestamp in rows:
-                if timestamp >= older_than:
+            for position, appended_at in rows:
+                if appended_at >= older_than:
                     break
                 cut = position
             if not cut:
@@ -508,6 +546,53 @@ class Store:
             if relaxed:
                 self._db.conn.execute("PRAGMA synchronous = FULL")
 
+    # -- feedback reviews (the learning loop) ------------------------------
+
+    @_sqlite_errors
+    def feedback_reviewed(self, feedback_id: str) -> bool:
+        """True once the learning loop reviewed this feedback without making a version."""
+        row = self._db.execute("SELECT 1 FROM feedback_reviews WHERE feedback_id = ?", (feedback_id,)).fetchone()
+        return row is not None
+
+    @_sqlite_errors
+    def record_feedback_review(self, feedback_id: str, reviewed_at: float) -> None:
+        with self.atomic():
+            self._db.execute(
+                "INSERT OR IGNORE INTO feedback_reviews (feedback_id, reviewed_at) VALUES (?, ?)",
+                (feedback_id, reviewed_at),
+            )
+
+    # -- quotas ------------------------------------------------------------
+
+    @_sqlite_errors
+    def quota_usage(self, principal: str, function_name: str) -> QuotaUsage:
+        """What principal has stored: functions it created, its versions of function_name, bytes of code."""
+        functions, size = self._db.execute(
+            "SELECT functions, bytes FROM principal_usage WHERE principal = ?", (principal,)
+        ).fetchone() or (0, 0)
+        versions = self._db.execute(
+            "SELECT versions FROM function_usage WHERE principal = ? AND function_name = ?", (principal, function_name)
+        ).fetchone()
+        return QuotaUsage(functions, versions[0] if versions else 0, size)
+
+    @_sqlite_errors
+    def charge_quota(self, principal: str, function_name: str, *, created_function: bool, size: int) -> None:
+        """Count one more version of function_name (size bytes of code) against principal;
+        joins the transaction that stores the version, so both commit or neither."""
+        with self.atomic():
+            self._db.execute(
+                "INSERT INTO principal_usage (principal, functions, bytes) VALUES (?, ?, ?) "
+                "ON CONFLICT (principal) DO UPDATE SET functions = functions + excluded.functions, "
+                "bytes = bytes + excluded.bytes",
+                (principal, int(created_function), size),
+            )
+            self._db.execute(
+                "INSERT INTO function_usage (principal, function_name, versions, bytes) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT (principal, function_name) DO UPDATE SET versions = versions + 1, "
+                "bytes = bytes + excluded.bytes",
+                (principal, function_name, size),
+            )
+
     # -- dead letters (integrations) ---------------------------------------
 
     @_sqlite_errors
@@ -646,7 +731,8 @@ class _Encoder:
     and live subscribers see: what was stored (JSON round-trip included), exactly as a
     replay will read it."""
 
-    def __init__(self) -> None:
+    def __init__(self, appended_at: float) -> None:
+        self._appended_at = appended_at
         # The events of a batch usually share their metadata: encode it once.
         self._metadata: dict[str, Any] | None = None
         self._metadata_json = ""
@@ -663,8 +749,12 @@ class _Encoder:
         except (TypeError, ValueError) as exc:
             raise StoreError(f"event {event.id!r} is not JSON-serializable: {exc}") from exc
         timestamp = float(event.timestamp)
+        # Every reader turns it into a protobuf Timestamp: one it cannot carry
+        # would break every read of the log that covers it (False for NaN too).
+        if not MIN_TIMESTAMP <= timestamp <= MAX_TIMESTAMP:
+            raise StoreError(f"event {event.id!r}: timestamp {timestamp!r} is outside years 1 to 9999")
         row = (position, event.id, event.type, event.source, timestamp,
-               event.function_name, event.correlation_id, event.causation_id, payload, metadata)
+               event.function_name, event.correlation_id, event.causation_id, payload, metadata, self._appended_at)
         record = EventRecord(
             id=event.id, type=event.type, source=event.source, timestamp=timestamp,
             payload=json.loads(payload), correlation_id=event.correlation_id,

@@ -4,7 +4,6 @@ with SIGTERM."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -14,7 +13,6 @@ import time
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 
 import seccomp

@@ -38,14 +38,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(db: Path) -> tuple[subprocess.Popen, str]:
+def start_server(db: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """`poet-grpc serve` on db, gRPC only; env: extra POET_* settings."""
     address = f"127.0.0.1:{free_port()}"
-    env = dict(os.environ, POET_LOG_LEVEL="WARNING", POET_SQLITE_SYNCHRONOUS="FULL")
+    env = dict(os.environ, POET_LOG_LEVEL="WARNING", POET_SQLITE_SYNCHRONOUS="FULL", **env)
     process = subprocess.Popen(
         [sys.executable, "-m", "poet_grpc", "serve", "--no-gateway", "--grpc-listen", address, "--db", str(db)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     for line in process.stdout:
         if "gRPC listening" in line:
             return process, address

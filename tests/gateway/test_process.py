@@ -148,10 +148,19 @@ def test_render_config_fills_every_placeholder(tmp_path: Path) -> None:
     )
     assert "${" not in config
     assert '{address: "::", port_value: 8080}' in config
-    assert '{address: "poet-server", port_value: 50051}' in config
+    assert '{"socket_address": {"address": "poet-server", "port_value": 50051}}' in config
+    assert "type: STRICT_DNS" in config and "transport_socket: null" in config
     assert f'proto_descriptor: "{tmp_path}/with space/poet.pb"' in config
     assert config.count("stream_sse_style_delimited: true") == 1
     assert config.count("reject_unknown_query_parameters: true") == 2
+
+
+def test_render_config_for_a_unix_socket_upstream_and_tls(tmp_path: Path) -> None:
+    config = render_config(grpc_address="unix:/run/poet/grpc.sock", http_address="127.0.0.1:0",
+                           descriptor_path=tmp_path / "poet.pb", tls=("cert.pem", "key.pem", "ca.pem"))
+    assert '{"pipe": {"path": "/run/poet/grpc.sock"}}' in config and "type: STATIC" in config
+    assert "DownstreamTlsContext" in config and '"require_client_certificate": true' in config
+    assert f'"filename": "{(Path.cwd() / "ca.pem")}"' in config  # relative paths resolved
 
 
 def test_template_path_is_the_checkout_template() -> None:

@@ -116,7 +116,7 @@ async def test_every_rpc_answers_at_its_documented_path(client: httpx.AsyncClien
     assert answers["ProbeService_GetLiveness"] == {"status": "alive"}
     assert answers["ProbeService_GetReadiness"] == {
         "status": "ready", "checks": {"llm_client": True, "storage": True, "memory": True, "sandbox": True},
-        "isolation": "namespaces",
+        "isolation": "namespaces", "authentication": "off",
     }
 
 
@@ -237,7 +237,7 @@ async def test_readiness_is_503_with_the_failed_check(tmp_path) -> None:
             assert ready.json() == {"status": "not_ready",
                                     "checks": {"llm_client": True, "storage": True, "memory": False,
                                                "sandbox": True},
-                                    "isolation": "namespaces"}
+                                    "isolation": "namespaces", "authentication": "off"}
             assert (await http.get("/health/live")).json() == {"status": "alive"}
         async with grpc.aio.insecure_channel(service.grpc_address) as channel:
             answer = await probes_pb2_grpc.ProbeServiceStub(channel).GetReadiness(probes_pb2.GetReadinessRequest())
@@ -257,7 +257,7 @@ async def test_readiness_turns_503_when_shutdown_begins(tmp_path) -> None:
             assert ready.json() == {"status": "not_ready",
                                     "checks": {"llm_client": True, "storage": True, "memory": True,
                                                "sandbox": True},
-                                    "isolation": "namespaces"}
+                                    "isolation": "namespaces", "authentication": "off"}
             # Still serving while load balancers take the instance out.
             assert (await http.get("/v1/domains")).status_code == 200
             assert (await http.get("/health/live")).status_code == 200

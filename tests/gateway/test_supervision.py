@@ -105,7 +105,7 @@ def test_envoy_config_is_rendered_from_the_listen_addresses(serve) -> None:
     command = Path(f"/proc/{service.envoy}/cmdline").read_bytes().split(b"\0")
     config = Path(command[command.index(b"-c") + 1].decode()).read_text()
     assert f"port_value: {service.http_port}" in config
-    assert f'{{address: "127.0.0.1", port_value: {service.grpc_port}}}' in config
+    assert f'{{"socket_address": {{"address": "127.0.0.1", "port_value": {service.grpc_port}}}}}' in config
     assert httpx.get(f"{service.url}/health/live", timeout=10).json() == {"status": "alive"}
     service.process.send_signal(signal.SIGTERM)
     assert service.finish()[0] == 0

@@ -4,6 +4,7 @@ type patterns, the dedup window, retention and OUT_OF_RANGE."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import grpc
@@ -141,11 +142,23 @@ async def test_many_subscribers_each_receive_every_event(stub):
         c.cancel()
 
 
+@contextlib.contextmanager
+def appended_days_ago(server, days: float):
+    """Events appended inside are stamped as appended `days` ago (retention goes by append time)."""
+    store = server.core.db._store
+    real = store._clock
+    store._clock = lambda: real() - days * DAY
+    try:
+        yield
+    finally:
+        store._clock = real
+
+
 async def test_dedup_window_is_the_retention_period(server, stub):
     """An id is a duplicate for as long as its event is in the log; once retention
     has deleted it, the id may be used again."""
-    old = time.time() - 40 * DAY
-    [first] = await publish(stub, event("a.b", id_="dup-1", seconds=int(old)))
+    with appended_days_ago(server, 40):
+        [first] = await publish(stub, event("a.b", id_="dup-1"))
     await publish(stub, event("a.b", id_="keep"))
     [again] = await publish(stub, event("a.b", id_="dup-1"))
     assert again.duplicate and again.position == first.position
@@ -156,10 +169,12 @@ async def test_dedup_window_is_the_retention_period(server, stub):
 
 async def test_retention_trims_the_start_and_expired_positions_are_out_of_range(server, stub):
     old = int(time.time() - 31 * DAY)
-    await publish(stub, *(event("old.event", seconds=old) for _ in range(5)))
-    await publish(stub, event("new.event"), event("old.late", seconds=old), event("new.event"))
+    with appended_days_ago(server, 31):
+        await publish(stub, *(event("old.event") for _ in range(5)))
+    # A claimed old timestamp does not make an event expire: it was appended now.
+    await publish(stub, event("new.event"), event("old.claim", seconds=old), event("new.event"))
     deleted = await server.core.retention.run_once()
-    assert deleted == 5  # the log is trimmed from its start only; old.late stays
+    assert deleted == 5
     assert [e.position for e in await all_events(stub)] == [6, 7, 8]
 
     call = stub.StreamEvents(pb.StreamEventsRequest(after_position=2))
@@ -182,8 +197,8 @@ async def test_retention_trims_the_start_and_expired_positions_are_out_of_range(
 
 
 async def test_positions_stay_monotonic_when_retention_empties_the_log(server, stub):
-    old = int(time.time() - 60 * DAY)
-    await publish(stub, *(event("old.event", seconds=old) for _ in range(4)))
+    with appended_days_ago(server, 60):
+        await publish(stub, *(event("old.event") for _ in range(4)))
     await server.core.retention.run_once()
     assert [e.position for e in await all_events(stub)] == [4]  # the last one is always kept
     [result] = await publish(stub, event("next.event"))
@@ -191,8 +206,9 @@ async def test_positions_stay_monotonic_when_retention_empties_the_log(server, s
 
 
 async def test_list_page_token_behind_retention_is_out_of_range(server, stub):
-    old = int(time.time() - 60 * DAY)
-    await publish(stub, *(event("old.event", seconds=old) for _ in range(4)), event("new.event"))
+    with appended_days_ago(server, 60):
+        await publish(stub, *(event("old.event") for _ in range(4)))
+    await publish(stub, event("new.event"))
     page = await stub.ListEvents(pb.ListEventsRequest(page_size=1))
     await server.core.retention.run_once()
     with pytest.raises(grpc.aio.AioRpcError) as failure:

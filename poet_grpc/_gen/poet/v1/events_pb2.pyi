@@ -13,14 +13,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EventMetadata(_message.Message):
-    __slots__ = ("version", "service", "environment")
+    __slots__ = ("version", "service", "environment", "principal")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     version: str
     service: str
     environment: str
-    def __init__(self, version: _Optional[str] = ..., service: _Optional[str] = ..., environment: _Optional[str] = ...) -> None: ...
+    principal: str
+    def __init__(self, version: _Optional[str] = ..., service: _Optional[str] = ..., environment: _Optional[str] = ..., principal: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("id", "type", "source", "timestamp", "correlation_id", "causation_id", "metadata", "payload", "position", "function_name")

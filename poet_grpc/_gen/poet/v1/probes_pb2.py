@@ -27,7 +27,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14poet/v1/probes.proto\x12\x07poet.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\x14\n\x12GetLivenessRequest\"D\n\x13GetLivenessResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x17.poet.v1.LivenessStatusB\x04\xe2\x41\x01\x03\"\x15\n\x13GetReadinessRequest\"\x8f\x01\n\x14GetReadinessResponse\x12.\n\x06status\x18\x01 \x01(\x0e\x32\x18.poet.v1.ReadinessStatusB\x04\xe2\x41\x01\x03\x12.\n\x06\x63hecks\x18\x02 \x01(\x0b\x32\x18.poet.v1.ReadinessChecksB\x04\xe2\x41\x01\x03\x12\x17\n\tisolation\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\"o\n\x0fReadinessChecks\x12\x18\n\nllm_client\x18\x01 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07storage\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06memory\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07sandbox\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x03*<\n\x0eLivenessStatus\x12\x1f\n\x1bLIVENESS_STATUS_UNSPECIFIED\x10\x00\x12\t\n\x05\x61live\x10\x01*M\n\x0fReadinessStatus\x12 \n\x1cREADINESS_STATUS_UNSPECIFIED\x10\x00\x12\t\n\x05ready\x10\x01\x12\r\n\tnot_ready\x10\x02\x32\xd2\x01\n\x0cProbeService\x12^\n\x0bGetLiveness\x12\x1b.poet.v1.GetLivenessRequest\x1a\x1c.poet.v1.GetLivenessResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/health/live\x12\x62\n\x0cGetReadiness\x12\x1c.poet.v1.GetReadinessRequest\x1a\x1d.poet.v1.GetReadinessResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/health/readyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14poet/v1/probes.proto\x12\x07poet.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\x14\n\x12GetLivenessRequest\"D\n\x13GetLivenessResponse\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x17.poet.v1.LivenessStatusB\x04\xe2\x41\x01\x03\"\x15\n\x13GetReadinessRequest\"\xad\x01\n\x14GetReadinessResponse\x12.\n\x06status\x18\x01 \x01(\x0e\x32\x18.poet.v1.ReadinessStatusB\x04\xe2\x41\x01\x03\x12.\n\x06\x63hecks\x18\x02 \x01(\x0b\x32\x18.poet.v1.ReadinessChecksB\x04\xe2\x41\x01\x03\x12\x17\n\tisolation\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x61uthentication\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\"o\n\x0fReadinessChecks\x12\x18\n\nllm_client\x18\x01 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07storage\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06memory\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07sandbox\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x03*<\n\x0eLivenessStatus\x12\x1f\n\x1bLIVENESS_STATUS_UNSPECIFIED\x10\x00\x12\t\n\x05\x61live\x10\x01*M\n\x0fReadinessStatus\x12 \n\x1cREADINESS_STATUS_UNSPECIFIED\x10\x00\x12\t\n\x05ready\x10\x01\x12\r\n\tnot_ready\x10\x02\x32\xd2\x01\n\x0cProbeService\x12^\n\x0bGetLiveness\x12\x1b.poet.v1.GetLivenessRequest\x1a\x1c.poet.v1.GetLivenessResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/health/live\x12\x62\n\x0cGetReadiness\x12\x1c.poet.v1.GetReadinessRequest\x1a\x1d.poet.v1.GetReadinessResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/health/readyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETREADINESSRESPONSE'].fields_by_name['checks']._serialized_options = b'\342A\001\003'
   _globals['_GETREADINESSRESPONSE'].fields_by_name['isolation']._loaded_options = None
   _globals['_GETREADINESSRESPONSE'].fields_by_name['isolation']._serialized_options = b'\342A\001\003'
+  _globals['_GETREADINESSRESPONSE'].fields_by_name['authentication']._loaded_options = None
+  _globals['_GETREADINESSRESPONSE'].fields_by_name['authentication']._serialized_options = b'\342A\001\003'
   _globals['_READINESSCHECKS'].fields_by_name['llm_client']._loaded_options = None
   _globals['_READINESSCHECKS'].fields_by_name['llm_client']._serialized_options = b'\342A\001\003'
   _globals['_READINESSCHECKS'].fields_by_name['storage']._loaded_options = None
@@ -54,10 +56,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROBESERVICE'].methods_by_name['GetLiveness']._serialized_options = b'\202\323\344\223\002\016\022\014/health/live'
   _globals['_PROBESERVICE'].methods_by_name['GetReadiness']._loaded_options = None
   _globals['_PROBESERVICE'].methods_by_name['GetReadiness']._serialized_options = b'\202\323\344\223\002\017\022\r/health/ready'
-  _globals['_LIVENESSSTATUS']._serialized_start=470
-  _globals['_LIVENESSSTATUS']._serialized_end=530
-  _globals['_READINESSSTATUS']._serialized_start=532
-  _globals['_READINESSSTATUS']._serialized_end=609
+  _globals['_LIVENESSSTATUS']._serialized_start=500
+  _globals['_LIVENESSSTATUS']._serialized_end=560
+  _globals['_READINESSSTATUS']._serialized_start=562
+  _globals['_READINESSSTATUS']._serialized_end=639
   _globals['_GETLIVENESSREQUEST']._serialized_start=96
   _globals['_GETLIVENESSREQUEST']._serialized_end=116
   _globals['_GETLIVENESSRESPONSE']._serialized_start=118
@@ -65,9 +67,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETREADINESSREQUEST']._serialized_start=188
   _globals['_GETREADINESSREQUEST']._serialized_end=209
   _globals['_GETREADINESSRESPONSE']._serialized_start=212
-  _globals['_GETREADINESSRESPONSE']._serialized_end=355
-  _globals['_READINESSCHECKS']._serialized_start=357
-  _globals['_READINESSCHECKS']._serialized_end=468
-  _globals['_PROBESERVICE']._serialized_start=612
-  _globals['_PROBESERVICE']._serialized_end=822
+  _globals['_GETREADINESSRESPONSE']._serialized_end=385
+  _globals['_READINESSCHECKS']._serialized_start=387
+  _globals['_READINESSCHECKS']._serialized_end=498
+  _globals['_PROBESERVICE']._serialized_start=642
+  _globals['_PROBESERVICE']._serialized_end=852
 # @@protoc_insertion_point(module_scope)

@@ -40,14 +40,16 @@ class GetReadinessRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetReadinessResponse(_message.Message):
-    __slots__ = ("status", "checks", "isolation")
+    __slots__ = ("status", "checks", "isolation", "authentication")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
+    AUTHENTICATION_FIELD_NUMBER: _ClassVar[int]
     status: ReadinessStatus
     checks: ReadinessChecks
     isolation: str
-    def __init__(self, status: _Optional[_Union[ReadinessStatus, str]] = ..., checks: _Optional[_Union[ReadinessChecks, _Mapping]] = ..., isolation: _Optional[str] = ...) -> None: ...
+    authentication: str
+    def __init__(self, status: _Optional[_Union[ReadinessStatus, str]] = ..., checks: _Optional[_Union[ReadinessChecks, _Mapping]] = ..., isolation: _Optional[str] = ..., authentication: _Optional[str] = ...) -> None: ...
 
 class ReadinessChecks(_message.Message):
     __slots__ = ("llm_client", "storage", "memory", "sandbox")
