@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _support import Server, percentile  # noqa: E402
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb, poet_service_pb2_grpc  # noqa: E402
-from poet_grpc.interceptors._credentials import load_auth_file  # noqa: E402
+from poet_grpc.api.interceptors._credentials import load_auth_file  # noqa: E402
 
 API_KEY = "pk_bench_" + "k" * 32
 ISSUER, AUDIENCE = "https://auth.bench.example", "poet"

@@ -43,8 +43,8 @@ from typing import Any, Iterable
 from google.api import annotations_pb2, field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
-from poet_grpc.interceptors.auth import OPEN_PREFIXES as NO_CREDENTIAL
-from poet_grpc.interceptors.rate_limit import EXEMPT_PREFIXES as RATE_LIMIT_EXEMPT
+from poet_grpc.api.interceptors.auth import OPEN_PREFIXES as NO_CREDENTIAL
+from poet_grpc.api.interceptors.rate_limit import EXEMPT_PREFIXES as RATE_LIMIT_EXEMPT
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"

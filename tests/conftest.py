@@ -26,7 +26,7 @@ def settings(tmp_path, request) -> Settings:
 
 @pytest_asyncio.fixture
 async def server(settings):
-    from poet_grpc.server import create_server
+    from poet_grpc.api.server import create_server
 
     server, port = await create_server(settings)
     server.address = f"127.0.0.1:{port}"

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from poet_grpc import generator
-from poet_grpc.config import Settings, learning_policy, quotas
+from poet_grpc.config import Settings, generator_limits, learning_policy, quotas
 from poet_grpc.core.db import Database
 from poet_grpc.core.enhancement import EnhancementService
 from poet_grpc.core.event_router import EventRouter, Retention
@@ -50,7 +50,8 @@ class Core:
                 timeout_seconds=settings.gemini_timeout_seconds,
             )
         enhancements = EnhancementService(
-            events, workers=settings.generator_workers, llm=llm, sandbox=sandbox, quotas=quotas(settings)
+            events, workers=settings.generator_workers, llm=llm, sandbox=sandbox, quotas=quotas(settings),
+            limits=generator_limits(settings),
         )
         learning = LearningLoop(db, events, enhancements, learning_policy(settings))
         core = cls(

@@ -1,4 +1,4 @@
-"""The service's exception family. Pure Python: poet_grpc.errors maps each
+"""The service's exception family. Pure Python: poet_grpc.api.errors maps each
 class to a gRPC status with google.rpc details at the edge."""
 
 from __future__ import annotations

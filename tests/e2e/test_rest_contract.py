@@ -59,7 +59,7 @@ CHECKS = [
     checks.negative_data_rejection,
 ]
 """Not positive_data_acceptance: the document states types, not the service's
-value rules (identifiers, ranges, sizes; poet_grpc/interceptors/validation.py),
+value rules (identifiers, ranges, sizes; poet_grpc/api/interceptors/validation.py),
 so schema-valid requests may rightly get a 400."""
 
 CODE = "def double(x: int) -> int:\n    return 2 * x\n"

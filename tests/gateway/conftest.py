@@ -18,7 +18,7 @@ from poet_grpc._gen.poet.v1 import (
     poet_service_pb2_grpc,
     resources_pb2,
 )
-from poet_grpc.gateway import EnvoyGateway
+from poet_grpc.api.gateway import EnvoyGateway
 
 from gateway_support import RealService, start_real_service, stop_real_service
 

@@ -3,7 +3,7 @@ behind a real Envoy. (A module of its own: two conftest.py files share one name.
 
 from __future__ import annotations
 
-from poet_grpc.gateway import EnvoyGateway
+from poet_grpc.api.gateway import EnvoyGateway
 
 
 class RealService:
@@ -19,7 +19,7 @@ class RealService:
 
 async def start_real_service(tmp_path, **overrides) -> RealService:
     from poet_grpc.config import Settings
-    from poet_grpc.server import create_server
+    from poet_grpc.api.server import create_server
 
     values = dict(grpc_listen="127.0.0.1:0", gateway=False, db=tmp_path / "poet.db", checkpoint_seconds=30.0)
     values.update(overrides)

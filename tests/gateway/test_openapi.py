@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from openapi_spec_validator import validate
 
-from poet_grpc.gateway import openapi_path
+from poet_grpc.api.gateway import openapi_path
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("poet_openapi_script", ROOT / "scripts" / "openapi.py")

@@ -9,7 +9,7 @@ import pytest
 
 from poet_grpc._gen.poet.v1 import probes_pb2
 from poet_grpc.config import Settings
-from poet_grpc.probes import HTTP_STATUS_HEADER, ProbeServicer, resident_memory_bytes
+from poet_grpc.api.probes import HTTP_STATUS_HEADER, ProbeServicer, resident_memory_bytes
 
 
 class FakeDb:

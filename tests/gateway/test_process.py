@@ -14,7 +14,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 import poet_grpc
-from poet_grpc.gateway import (
+from poet_grpc.api.gateway import (
     EnvoyGateway,
     GatewayError,
     build_descriptor_set,
@@ -95,7 +95,7 @@ async def test_envoy_dies_with_a_killed_parent() -> None:
     script = textwrap.dedent(
         f"""
         import asyncio
-        from poet_grpc.gateway import EnvoyGateway
+        from poet_grpc.api.gateway import EnvoyGateway
 
         async def main():
             gateway = EnvoyGateway({NO_UPSTREAM!r}, "127.0.0.1:0")
@@ -205,7 +205,7 @@ async def test_not_ready_in_time_is_a_gateway_error_and_leaves_nothing() -> None
 
 
 def test_render_config_serves_the_openapi_document_and_times_out_unary_calls_only(tmp_path: Path) -> None:
-    from poet_grpc.gateway import openapi_path
+    from poet_grpc.api.gateway import openapi_path
 
     config = render_config(grpc_address="127.0.0.1:50051", http_address="127.0.0.1:8080",
                            descriptor_path=tmp_path / "poet.pb", request_timeout=2.5)
@@ -221,7 +221,7 @@ def test_render_config_serves_the_openapi_document_and_times_out_unary_calls_onl
 
 
 async def test_missing_openapi_document_is_a_gateway_error(monkeypatch, tmp_path: Path) -> None:
-    import poet_grpc.gateway as gateway_module
+    import poet_grpc.api.gateway as gateway_module
 
     monkeypatch.setattr(gateway_module, "openapi_path", lambda: tmp_path / "missing.json")
     gateway = EnvoyGateway(NO_UPSTREAM, "127.0.0.1:0")

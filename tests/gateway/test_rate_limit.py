@@ -7,8 +7,8 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from poet_grpc.core.errors import RateLimited, Unavailable
-from poet_grpc.errors import to_rpc_status
-from poet_grpc.interceptors.rate_limit import TokenBuckets, client_key
+from poet_grpc.api.errors import to_rpc_status
+from poet_grpc.api.interceptors.rate_limit import TokenBuckets, client_key
 
 
 class Clock:

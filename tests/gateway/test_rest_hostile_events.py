@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gateway_support import start_real_service, stop_real_service
-from poet_grpc.interceptors.validation import MAX_STRUCT_DEPTH
+from poet_grpc.api.interceptors.validation import MAX_STRUCT_DEPTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -13,7 +13,7 @@ import pytest
 
 from gateway_support import start_real_service, stop_real_service
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb, poet_service_pb2_grpc, probes_pb2, probes_pb2_grpc
-from poet_grpc.gateway import EnvoyGateway, openapi_path
+from poet_grpc.api.gateway import EnvoyGateway, openapi_path
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -26,7 +26,7 @@ def credentials(tmp_path):
 
 @pytest_asyncio.fixture
 async def auth_server(tmp_path, credentials):
-    from poet_grpc.server import create_server
+    from poet_grpc.api.server import create_server
 
     settings = Settings(grpc_listen="127.0.0.1:0", gateway=False, db=tmp_path / "poet.db", checkpoint_seconds=30.0,
                         auth_file=str(credentials.auth_file), audit_log=str(tmp_path / "audit.log"))
@@ -178,7 +178,7 @@ async def test_events_record_the_principal_and_a_published_one_is_ignored(stub, 
 
 
 async def test_the_rate_limit_keys_on_the_principal_not_on_x_client_id(tmp_path, credentials) -> None:
-    from poet_grpc.server import create_server
+    from poet_grpc.api.server import create_server
 
     settings = Settings(grpc_listen="127.0.0.1:0", gateway=False, db=tmp_path / "rl.db",
                         auth_file=str(credentials.auth_file), rate_limit_per_second=0.001, rate_limit_burst=2)

@@ -101,3 +101,23 @@ async def test_hostile_code_with_another_problem_lists_both(stub) -> None:
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     violations = {v.field: v.description for v in details(failure.value)["BadRequest"].field_violations}
     assert set(violations) == {"domain", "original_code"} and says in violations["original_code"]
+
+
+async def test_the_generator_limits_come_from_the_settings(tmp_path) -> None:
+    from poet_grpc._gen.poet.v1 import poet_service_pb2_grpc
+    from poet_grpc.api.server import create_server
+    from poet_grpc.config import Settings
+
+    settings = Settings(grpc_listen="127.0.0.1:0", gateway=False, db=tmp_path / "limits.db", max_parameters=3,
+                        max_generated_bytes=200_000)
+    server, port = await create_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = poet_service_pb2_grpc.PoetServiceStub(channel)
+            await stub.Enhance(pb.EnhanceRequest(function_name="f", original_code="def f(a, b, c):\n    return a\n"))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Enhance(pb.EnhanceRequest(function_name="g", original_code="def g(a, b, c, d):\n    return a\n"))
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "3" in details(caught.value)["BadRequest"].field_violations[0].description
+    finally:
+        await server.stop(grace=None)

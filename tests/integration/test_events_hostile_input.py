@@ -18,8 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb, poet_service_pb2_grpc
 from poet_grpc.config import Settings
-from poet_grpc.interceptors.validation import MAX_STRUCT_DEPTH
-from poet_grpc.server import create_server
+from poet_grpc.api.interceptors.validation import MAX_STRUCT_DEPTH
+from poet_grpc.api.server import create_server
 from support import details, violated_fields
 from test_events import all_events, event, publish, read_stream
 

@@ -13,7 +13,7 @@ from fakes.gemini_server import GeminiFake, code_reply, text_reply
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb, poet_service_pb2_grpc
 from poet_grpc.core.models import EnhancementSpec
 from poet_grpc.generator import generate
-from poet_grpc.server import create_server
+from poet_grpc.api.server import create_server
 
 CODE = "def area(width: float, height: float) -> float:\n    return width * height\n"
 

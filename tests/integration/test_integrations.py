@@ -41,7 +41,7 @@ def sinks_file(tmp_path, *sinks) -> str:
 
 @asynccontextmanager
 async def running(settings, tmp_path, *sinks):
-    from poet_grpc.server import create_server
+    from poet_grpc.api.server import create_server
 
     if sinks:
         settings = dataclasses.replace(settings, sinks_file=sinks_file(tmp_path, *sinks))
@@ -308,7 +308,7 @@ async def _mapped(stub) -> bool:
 
 
 async def test_a_bad_sinks_file_stops_the_server_with_the_problem_named(settings, tmp_path):
-    from poet_grpc.server import create_server
+    from poet_grpc.api.server import create_server
 
     path = tmp_path / "sinks.json"
     path.write_text(json.dumps([{"name": "x", "kind": "email", "url": "http://x", "event_types": ["*"]}]))

@@ -220,7 +220,7 @@ async def test_clients_cannot_publish_the_service_s_own_event_types(stub, reserv
 
 async def test_derived_events_are_not_repeated_after_a_restart(settings):
     from poet_grpc._gen.poet.v1 import poet_service_pb2_grpc
-    from poet_grpc.server import create_server
+    from poet_grpc.api.server import create_server
 
     for run in range(2):
         server, port = await create_server(settings)

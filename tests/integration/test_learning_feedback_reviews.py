@@ -12,7 +12,7 @@ import pytest_asyncio
 
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb, poet_service_pb2_grpc
 from poet_grpc.core.feedback import FUNCTION_FEEDBACK, Feedback
-from poet_grpc.server import create_server
+from poet_grpc.api.server import create_server
 
 CODE = "def fetch_rate(currency: str) -> float:\n    return {\"EUR\": 1.08, \"GBP\": 1.27}[currency]\n"
 

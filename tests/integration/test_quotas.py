@@ -15,7 +15,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb, poet_service_pb2_grpc
-from poet_grpc.server import create_server
+from poet_grpc.api.server import create_server
 from support import details
 
 ALICE = (("x-client-id", "alice"),)

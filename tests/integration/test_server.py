@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb, poet_service_pb2_grpc
 from poet_grpc.config import Settings
-from poet_grpc.server import create_server
+from poet_grpc.api.server import create_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -9,8 +9,8 @@ import pytest
 
 from poet_grpc.core.errors import Unauthenticated
 from poet_grpc.core.principal import Principal
-from poet_grpc.interceptors._credentials import AuthConfigError, load_auth_file
-from poet_grpc.interceptors.auth import required_role
+from poet_grpc.api.interceptors._credentials import AuthConfigError, load_auth_file
+from poet_grpc.api.interceptors.auth import required_role
 
 from auth_support import API_KEYS, AUDIENCE, ISSUER, private_pem, public_pem, rsa_key, write_auth_file
 

@@ -12,7 +12,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from poet_grpc.core.errors import (
     FieldViolation, InvalidArgument, NotFound, QuotaExceeded, QuotaViolation, RateLimited, Unauthenticated,
 )
-from poet_grpc.errors import MAX_MESSAGE_BYTES, MAX_STATUS_BYTES, MAX_TEXT_BYTES, to_rpc_status
+from poet_grpc.api.errors import MAX_MESSAGE_BYTES, MAX_STATUS_BYTES, MAX_TEXT_BYTES, to_rpc_status
 
 HUGE = "x" * 200_000
 WIDE = "é" * 100_000  # two bytes each, and percent-encoded in grpc-message: six

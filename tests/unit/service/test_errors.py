@@ -1,7 +1,7 @@
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from poet_grpc.core.errors import Conflict, FieldViolation, InvalidArgument, NotFound, Unavailable
-from poet_grpc.errors import to_rpc_status
+from poet_grpc.api.errors import to_rpc_status
 
 
 def decode(exc):

@@ -7,7 +7,7 @@ import math
 from google.protobuf import struct_pb2
 from hypothesis import given, strategies as st
 
-from poet_grpc import mapping
+from poet_grpc.api import mapping
 from poet_grpc.core.event_router import Checkpoint
 from poet_grpc.core.models import EventRecord
 

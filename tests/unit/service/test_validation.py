@@ -4,7 +4,7 @@ import pytest
 
 from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb
 from poet_grpc.config import Settings
-from poet_grpc.interceptors.validation import RULES, violations
+from poet_grpc.api.interceptors.validation import RULES, violations
 
 SETTINGS = Settings(max_code_bytes=100, max_publish_batch=3, max_event_bytes=200)
 

@@ -26,9 +26,9 @@ import grpc
 
 from poet_grpc.core.errors import PermissionDenied, Unauthenticated
 from poet_grpc.core.principal import Principal, set_current
-from poet_grpc.interceptors._credentials import Authenticator
-from poet_grpc.interceptors._wrap import wrap_handler
-from poet_grpc.interceptors.rate_limit import client_key
+from poet_grpc.api.interceptors._credentials import Authenticator
+from poet_grpc.api.interceptors._wrap import wrap_handler
+from poet_grpc.api.interceptors.rate_limit import client_key
 
 __all__ = ["AuthInterceptor", "OPEN_PREFIXES", "required_role"]
 

@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb
 from poet_grpc.config import Settings
 from poet_grpc.core.errors import FieldViolation, InvalidArgument
-from poet_grpc.interceptors._wrap import UndecodableRequest, tolerant, wrap_handler
+from poet_grpc.api.interceptors._wrap import UndecodableRequest, tolerant, wrap_handler
 
 Rule = Callable[[Message, Settings], Iterator[FieldViolation]]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from poet_grpc.errors import to_rpc_status
-from poet_grpc.interceptors._wrap import wrap_handler
+from poet_grpc.api.errors import to_rpc_status
+from poet_grpc.api.interceptors._wrap import wrap_handler
 
 
 def _unary(behavior):

@@ -7,13 +7,13 @@ from typing import AsyncIterator
 
 import grpc
 
-from poet_grpc import mapping
+from poet_grpc.api import mapping
 from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, poet_service_pb2_grpc
 from poet_grpc.config import Settings
 from poet_grpc.core.app import Core
 from poet_grpc.core.event_router import Checkpoint
 from poet_grpc.core.principal import current
-from poet_grpc.interceptors.rate_limit import client_key
+from poet_grpc.api.interceptors.rate_limit import client_key
 
 
 def _caller(context: grpc.aio.ServicerContext) -> str:

@@ -26,7 +26,7 @@ import grpc
 from poet_grpc.config import Settings
 from poet_grpc.core.errors import RateLimited
 from poet_grpc.core.principal import current
-from poet_grpc.interceptors._wrap import wrap_handler
+from poet_grpc.api.interceptors._wrap import wrap_handler
 
 __all__ = ["RateLimitInterceptor", "TokenBuckets", "client_key"]
 

@@ -19,13 +19,13 @@ from grpc_reflection.v1alpha import reflection
 from poet_grpc._gen.poet.v1 import poet_service_pb2, poet_service_pb2_grpc, probes_pb2, probes_pb2_grpc
 from poet_grpc.config import Settings
 from poet_grpc.core.app import Core
-from poet_grpc.interceptors import ErrorMappingInterceptor, ValidationInterceptor
-from poet_grpc.interceptors._credentials import Authenticator, load_auth_file
-from poet_grpc.interceptors.audit import AuditInterceptor, open_audit_log
-from poet_grpc.interceptors.auth import AuthInterceptor
-from poet_grpc.interceptors.rate_limit import RateLimitInterceptor
-from poet_grpc.probes import ProbeServicer
-from poet_grpc.servicer import PoetServicer
+from poet_grpc.api.interceptors import ErrorMappingInterceptor, ValidationInterceptor
+from poet_grpc.api.interceptors._credentials import Authenticator, load_auth_file
+from poet_grpc.api.interceptors.audit import AuditInterceptor, open_audit_log
+from poet_grpc.api.interceptors.auth import AuthInterceptor
+from poet_grpc.api.interceptors.rate_limit import RateLimitInterceptor
+from poet_grpc.api.probes import ProbeServicer
+from poet_grpc.api.servicer import PoetServicer
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = poet_service_pb2.DESCRIPTOR.services_by_name["PoetService"].full_name
@@ -183,7 +183,7 @@ class InsecureRefused(Exception):
 
 
 async def _serve(settings: Settings, gateway_socket: str) -> int:
-    from poet_grpc.gateway import EnvoyGateway, GatewayError
+    from poet_grpc.api.gateway import EnvoyGateway, GatewayError
 
     server, port = await create_server(settings, gateway_socket=gateway_socket)
     _tune_gc()

@@ -26,7 +26,7 @@ from pathlib import Path
 import grpc
 
 from poet_grpc.core.principal import current
-from poet_grpc.interceptors._wrap import wrap_handler
+from poet_grpc.api.interceptors._wrap import wrap_handler
 
 __all__ = ["AuditInterceptor", "open_audit_log"]
 

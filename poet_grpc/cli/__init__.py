@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "gateway":
             return _gateway(args)
-        from poet_grpc import client_commands
+        from poet_grpc.cli import client
 
-        return client_commands.run(args, _server_address(args))
+        return client.run(args, _server_address(args))
     except ValueError as exc:  # bad settings from flags or environment
         print(f"poet-grpc: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -155,7 +155,7 @@ def _serve(args) -> int:
     # Envoy is started with fork+exec; gRPC's fork handlers only add log noise
     # there. Must be set before grpc is imported.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-    from poet_grpc.server import serve
+    from poet_grpc.api.server import serve
 
     settings = Settings.from_env(
         grpc_listen=args.grpc_listen,
@@ -172,9 +172,9 @@ def _serve(args) -> int:
         tls_client_ca=args.tls_client_ca,
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from poet_grpc.interceptors._credentials import AuthConfigError
+    from poet_grpc.api.interceptors._credentials import AuthConfigError
     from poet_grpc.sandbox import SandboxUnavailable
-    from poet_grpc.server import InsecureRefused
+    from poet_grpc.api.server import InsecureRefused
 
     try:
         return asyncio.run(serve(settings))
@@ -190,7 +190,7 @@ def _serve(args) -> int:
 
 
 def _gateway(args) -> int:
-    from poet_grpc.gateway import EnvoyGateway, GatewayError
+    from poet_grpc.api.gateway import EnvoyGateway, GatewayError
 
     settings = Settings.from_env(http_listen=args.http_listen)
     grpc_address = args.grpc or settings.grpc_listen

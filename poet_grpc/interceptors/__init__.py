@@ -1,6 +1,0 @@
-"""Server interceptors, outermost first: error mapping, then validation."""
-
-from poet_grpc.interceptors.errors import ErrorMappingInterceptor
-from poet_grpc.interceptors.validation import ValidationInterceptor
-
-__all__ = ["ErrorMappingInterceptor", "ValidationInterceptor"]
