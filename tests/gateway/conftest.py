@@ -6,6 +6,7 @@ import asyncio
 from typing import AsyncIterator
 
 import grpc
+import httpx
 import pytest
 import pytest_asyncio
 from google.protobuf import any_pb2, struct_pb2
@@ -134,3 +135,10 @@ async def real_service(tmp_path_factory) -> AsyncIterator[RealService]:
     service = await start_real_service(tmp_path_factory.mktemp("real"), checkpoint_seconds=0.3)
     yield service
     await stop_real_service(service)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(real_service) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the module's real service."""
+    async with httpx.AsyncClient(base_url=real_service.url, timeout=30) as client:
+        yield client

@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from gateway_support import start_real_service, stop_real_service
+from test_rest_service import _details
+from test_rest_service import _error as rest_error
 from poet_grpc.api.interceptors.validation import MAX_STRUCT_DEPTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -22,23 +24,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 DAY = 86400.0
 
 
-@pytest.fixture
-async def client(real_service):
-    async with httpx.AsyncClient(base_url=real_service.url, timeout=30) as client:
-        yield client
-
-
 def _error(response: httpx.Response, status: int, code: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert body["code"] == code and body["message"]
-    assert "Traceback" not in response.text and "upb" not in response.text
+    body = rest_error(response, status, code)
+    assert "upb" not in response.text  # no parser internals
     return body
-
-
-def _details(body: dict) -> dict[str, dict]:
-    return {d["@type"].rsplit(".", 1)[-1]: d for d in body["details"]}
 
 
 def _fields(body: dict) -> set[str]:

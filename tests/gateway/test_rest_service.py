@@ -21,12 +21,6 @@ CODE = "def halve(x: float) -> float:\n    return x / 2\n"
 DOCUMENT = json.loads(openapi_path().read_text())
 
 
-@pytest.fixture
-async def client(real_service):
-    async with httpx.AsyncClient(base_url=real_service.url, timeout=30) as client:
-        yield client
-
-
 def _error(response: httpx.Response, status: int, code: int) -> dict:
     """The google.rpc.Status body of an error response, after checking its status and shape."""
     assert response.status_code == status, response.text
