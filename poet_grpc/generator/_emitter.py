@@ -20,9 +20,9 @@ The destination is `_POET_PARAMS["events_url"]` when non-empty, else the
 environment variable POET_EVENTS_URL, read at call time. With neither set,
 nothing is queued, measured or sent: the per-call cost is two dictionary lookups.
 A service that requires authentication gets `authorization: Bearer <token>`
-with the token from the environment variable POET_EVENTS_TOKEN, else
-`_POET_PARAMS["events_token"]` (the environment is preferred: a param is stored
-in the version's code).
+with the token from the environment variable POET_EVENTS_TOKEN, read at send
+time. Never from the params: those are stored in the version's code and in its
+event, which every viewer may read.
 
 Execution metrics are best effort: memory_mb is the process's peak RSS so far;
 cpu_percent is the process's CPU time during the call (all its threads) over the
@@ -41,7 +41,6 @@ from typing import Any
 
 DEFAULTS: dict[str, Any] = {
     "events_url": "",
-    "events_token": "",
     "events_queue_size": 10000,
     "events_batch_size": 100,
     "events_flush_seconds": 1.0,
@@ -218,8 +217,8 @@ def _poet_ev_send(events):
     body = ('{"events":[' + ",".join(parts) + "]}").encode("utf-8")
     endpoint = url.rstrip("/") + "/api/v1/events:publish"
     headers = {"Content-Type": "application/json"}
-    token = _poet_os.environ.get("POET_EVENTS_TOKEN") or _POET_PARAMS.get("events_token")
-    if token and _poet_builtins.isinstance(token, _poet_builtins.str):
+    token = _poet_os.environ.get("POET_EVENTS_TOKEN")
+    if token:
         headers["Authorization"] = "Bearer " + token
     for attempt in _poet_builtins.range(3):
         if attempt:

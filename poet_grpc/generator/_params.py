@@ -81,12 +81,19 @@ def resolve_optimize_for(optimize_for: str) -> str:
     return optimize_for
 
 
+SECRET_KEYS = {"events_token": "POET_EVENTS_TOKEN"}
+"""Config keys refused: params are stored in the generated code and its event."""
+
+
 def resolve_params(domain: str, optimize_for: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters of one generation, sorted by name (see the module docstring)."""
     info = DOMAINS[resolve_domain(domain)]
     params = {p.name: p.default for p in info.parameters}
     _ADJUST[resolve_optimize_for(optimize_for)](params)
     for key, value in _canonical(config).items():
+        if key in SECRET_KEYS:
+            raise AnalysisError("config", f"config {key!r} would store a secret in the version's code, which every "
+                                          f"viewer may read; set {SECRET_KEYS[key]} where the enhanced module runs")
         if key in params or key in EMITTER_DEFAULTS:
             params[key] = _coerce(key, value, params.get(key, EMITTER_DEFAULTS.get(key)))
         else:

@@ -129,3 +129,16 @@ async def test_oversized_headers_get_a_clear_431_and_a_long_client_id_is_no_rate
         long_id = await client.get("/v1/domains", headers={"authorization": f"Bearer {API_KEYS['viewer']}",
                                                             "x-client-id": "c" * 10_000})
         assert long_id.status_code == 200, long_id.text
+
+
+async def test_a_token_in_config_is_refused_over_rest_too(service, credentials) -> None:
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+        response = await client.post("/v1/aitomatic/enhance", json={
+            "function_name": "halve", "python_code": CODE, "transpilation_id": "t-9",
+            "config": {"events_token": API_KEYS["agent"]}},
+            headers={"authorization": f"Bearer {credentials.transpiler_token()}"})
+    assert response.status_code == 400, response.text
+    body = response.json()
+    violations = [d for d in body["details"] if d["@type"].endswith("BadRequest")][0]["field_violations"]
+    assert [v["field"] for v in violations] == ["config"]
+    assert API_KEYS["agent"] not in response.text

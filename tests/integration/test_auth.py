@@ -222,3 +222,15 @@ async def test_the_audit_log_has_one_line_per_call_and_no_secret(stub, auth_serv
     assert first["time"].endswith("Z")
     for secret in [token, *API_KEYS.values(), API_KEYS["viewer"] + "nope", marker, "Bearer"]:
         assert secret not in text
+
+
+async def test_a_token_in_config_is_refused_so_no_viewer_can_read_it(stub, credentials) -> None:
+    request = pb.EnhanceTranspiledRequest(function_name="ratio", python_code=CODE, transpilation_id="t-9")
+    request.config.update({"events_token": API_KEYS["agent"]})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.EnhanceTranspiled(request, metadata=bearer(credentials.transpiler_token()))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {v.field for v in details(caught.value)["BadRequest"].field_violations} == {"config"}
+    assert API_KEYS["agent"] not in caught.value.details()
+    events = (await stub.ListEvents(pb.ListEventsRequest(page_size=100), metadata=bearer(API_KEYS["viewer"]))).events
+    assert not events
