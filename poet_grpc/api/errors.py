@@ -83,16 +83,20 @@ def to_rpc_status(exc: BaseException) -> grpc.Status:
         status = _status(exc, scale)
         if status.ByteSize() <= MAX_STATUS_BYTES:
             break
+    headers = _headers(exc)
+    grpc_status = rpc_status.to_status(status)
+    if not headers:
+        return grpc_status
+    return _WithMetadata(grpc_status.code, grpc_status.details, (*grpc_status.trailing_metadata, *headers))
+
+
+def _headers(exc: PoetError) -> list[tuple[str, str]]:
+    """Trailing metadata beside the status; the REST gateway passes it on as HTTP headers."""
     if isinstance(exc, Unauthenticated):
-        # RFC 6750: a 401 names the scheme; the REST gateway passes the header on.
-        status = rpc_status.to_status(status)
-        return _WithMetadata(status.code, status.details, (*status.trailing_metadata, ("www-authenticate", "Bearer")))
+        return [("www-authenticate", "Bearer")]  # RFC 6750: a 401 names the scheme
     if isinstance(exc, (Unavailable, RateLimited)):
-        # Also as a retry-after header: the REST gateway passes it on to HTTP clients.
-        status = rpc_status.to_status(status)
-        return _WithMetadata(status.code, status.details,
-                             (*status.trailing_metadata, ("retry-after", str(max(1, math.ceil(exc.retry_after))))))
-    return rpc_status.to_status(status)
+        return [("retry-after", str(max(1, math.ceil(exc.retry_after))))]  # also in RetryInfo
+    return []
 
 
 def _status(exc: PoetError, scale: int) -> status_pb2.Status:

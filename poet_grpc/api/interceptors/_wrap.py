@@ -66,3 +66,27 @@ def wrap_handler(handler: grpc.RpcMethodHandler | None, unary, stream, *,
         request_deserializer=request_deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+def check_first(handler: grpc.RpcMethodHandler | None, check: Callable[[object, grpc.aio.ServicerContext], None],
+                *, deserializer: Callable[[Deserializer | None], Deserializer | None] | None = None
+                ) -> grpc.RpcMethodHandler | None:
+    """A handler that runs check(request, context) before each call's behaviour:
+    an exception it raises refuses the call before the behaviour starts."""
+
+    def unary(behavior):
+        async def handle(request, context):
+            check(request, context)
+            return await behavior(request, context)
+
+        return handle
+
+    def stream(behavior):
+        async def handle(request, context):
+            check(request, context)
+            async for item in behavior(request, context):
+                yield item
+
+        return handle
+
+    return wrap_handler(handler, unary, stream, deserializer=deserializer)

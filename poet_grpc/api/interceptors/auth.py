@@ -27,7 +27,7 @@ import grpc
 from poet_grpc.core.errors import PermissionDenied, Unauthenticated
 from poet_grpc.core.principal import Principal, set_current
 from poet_grpc.api.interceptors._credentials import Authenticator
-from poet_grpc.api.interceptors._wrap import wrap_handler
+from poet_grpc.api.interceptors._wrap import check_first
 from poet_grpc.api.interceptors.rate_limit import client_key
 
 __all__ = ["AuthInterceptor", "OPEN_PREFIXES", "required_role"]
@@ -104,19 +104,4 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         # Each call runs in its own task with its own copy of the context, so the
         # principal set here is seen by the whole call (and by the audit line
         # written around it) and by nothing else.
-        def unary(behavior):
-            async def handle(request, context):
-                self.authorize(method, context)
-                return await behavior(request, context)
-
-            return handle
-
-        def stream(behavior):
-            async def handle(request, context):
-                self.authorize(method, context)
-                async for item in behavior(request, context):
-                    yield item
-
-            return handle
-
-        return wrap_handler(handler, unary, stream)
+        return check_first(handler, lambda request, context: self.authorize(method, context))

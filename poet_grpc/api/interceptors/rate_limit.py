@@ -26,7 +26,7 @@ import grpc
 from poet_grpc.config import Settings
 from poet_grpc.core.errors import RateLimited
 from poet_grpc.core.principal import current
-from poet_grpc.api.interceptors._wrap import wrap_handler
+from poet_grpc.api.interceptors._wrap import check_first
 
 __all__ = ["RateLimitInterceptor", "TokenBuckets", "client_key"]
 
@@ -118,19 +118,4 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         if self._buckets is None or handler_call_details.method.startswith(EXEMPT_PREFIXES):
             return handler
 
-        def unary(behavior):
-            async def handle(request, context):
-                self._check(context)
-                return await behavior(request, context)
-
-            return handle
-
-        def stream(behavior):
-            async def handle(request, context):
-                self._check(context)
-                async for item in behavior(request, context):
-                    yield item
-
-            return handle
-
-        return wrap_handler(handler, unary, stream)
+        return check_first(handler, lambda request, context: self._check(context))

@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb
 from poet_grpc.config import Settings
 from poet_grpc.core.errors import FieldViolation, InvalidArgument
-from poet_grpc.api.interceptors._wrap import UndecodableRequest, tolerant, wrap_handler
+from poet_grpc.api.interceptors._wrap import UndecodableRequest, check_first, tolerant
 
 Rule = Callable[[Message, Settings], Iterator[FieldViolation]]
 
@@ -361,21 +361,7 @@ class ValidationInterceptor(grpc.aio.ServerInterceptor):
             raise InvalidArgument(found)
 
     async def intercept_service(self, continuation, handler_call_details):
-        def unary(behavior):
-            async def handle(request, context):
-                self._check(request)
-                return await behavior(request, context)
-
-            return handle
-
-        def stream(behavior):
-            async def handle(request, context):
-                self._check(request)
-                async for item in behavior(request, context):
-                    yield item
-
-            return handle
-
         # Requests that do not parse reach _check as UndecodableRequest: refused
         # before anything behind this interceptor sees them.
-        return wrap_handler(await continuation(handler_call_details), unary, stream, deserializer=tolerant)
+        return check_first(await continuation(handler_call_details), lambda request, context: self._check(request),
+                           deserializer=tolerant)
