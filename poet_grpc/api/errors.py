@@ -2,7 +2,8 @@
 
 Every RPC error leaves the server as a status code, a one-line message and
 typed details (ErrorInfo always; BadRequest for invalid input; RetryInfo when
-the caller should come back later). Unexpected exceptions become INTERNAL
+the caller should come back later: UNAVAILABLE, RESOURCE_EXHAUSTED by the rate
+limit, ABORTED by a concurrent call). Unexpected exceptions become INTERNAL
 with no stack trace; the trace goes to the server log only.
 """
 
@@ -18,7 +19,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from poet_grpc.core.errors import (
-    Conflict, InvalidArgument, NotFound, OutOfRange, PermissionDenied, PoetError, QuotaExceeded, RateLimited,
+    Aborted, Conflict, InvalidArgument, NotFound, OutOfRange, PermissionDenied, PoetError, QuotaExceeded, RateLimited,
     Unauthenticated, Unavailable,
 )
 
@@ -41,6 +42,8 @@ def _code_for(exc: PoetError) -> int:
         return code_pb2.ALREADY_EXISTS
     if isinstance(exc, Unavailable):
         return code_pb2.UNAVAILABLE
+    if isinstance(exc, Aborted):
+        return code_pb2.ABORTED
     if isinstance(exc, (RateLimited, QuotaExceeded)):
         return code_pb2.RESOURCE_EXHAUSTED
     if isinstance(exc, Unauthenticated):
@@ -94,7 +97,7 @@ def _headers(exc: PoetError) -> list[tuple[str, str]]:
     """Trailing metadata beside the status; the REST gateway passes it on as HTTP headers."""
     if isinstance(exc, Unauthenticated):
         return [("www-authenticate", "Bearer")]  # RFC 6750: a 401 names the scheme
-    if isinstance(exc, (Unavailable, RateLimited)):
+    if isinstance(exc, (Unavailable, RateLimited, Aborted)):
         return [("retry-after", str(max(1, math.ceil(exc.retry_after))))]  # also in RetryInfo
     return []
 
@@ -122,7 +125,7 @@ def _status(exc: PoetError, scale: int) -> status_pb2.Status:
             error_details_pb2.QuotaFailure.Violation(subject=_clip(v.subject, short), description=_clip(v.description, text))
             for v in exc.violations[:8 // scale]
         ])))
-    if isinstance(exc, (Unavailable, RateLimited)):
+    if isinstance(exc, (Unavailable, RateLimited, Aborted)):
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(exc.retry_after * 1000))
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))

@@ -76,6 +76,7 @@ def spec_from_enhance(request: pb.EnhanceRequest) -> models.EnhancementSpec:
         domain=request.domain,
         optimize_for=request.optimize_for,
         context=context,
+        module=request.context.module,
     )
 
 

@@ -81,28 +81,31 @@ def _parser() -> argparse.ArgumentParser:
     enhance.add_argument("--function", required=True, help="name of the function to enhance")
     enhance.add_argument("--domain", default="", help="domain rules to apply (see: poet-grpc domains)")
     enhance.add_argument("--optimize-for", default="", help="reliability (default), performance or safety")
+    enhance.add_argument("--module", default="",
+                         help="dotted name of the module the file is, e.g. mypkg.text: its relative imports resolve "
+                              "against that package, and the function is then known as mypkg.text.FUNCTION")
     enhance.add_argument("--request-id", default="", help="idempotency key: a retry with the same key changes nothing")
     enhance.add_argument("-o", "--output", type=Path, help="also write the enhanced Python module to this file")
 
     versions = client("versions", "list the versions of a function")
-    versions.add_argument("function", help="function name")
+    versions.add_argument("function", help="function name, bare or qualified by its module (mypkg.text.first)")
 
     version = client("version", "show one version with its code")
-    version.add_argument("function", help="function name")
+    version.add_argument("function", help="function name, bare or qualified by its module (mypkg.text.first)")
     version.add_argument("version", help='version label, e.g. v2, or "current"')
 
     activate = client("activate", "make a version current again (rollback)")
-    activate.add_argument("function", help="function name")
+    activate.add_argument("function", help="function name, bare or qualified by its module (mypkg.text.first)")
     activate.add_argument("version", help="version label, e.g. v1")
     activate.add_argument("--reason", default="", help="why, for the event log")
 
     deprecate = client("deprecate", "mark a version deprecated (not the current one)")
-    deprecate.add_argument("function", help="function name")
+    deprecate.add_argument("function", help="function name, bare or qualified by its module (mypkg.text.first)")
     deprecate.add_argument("version", help="version label, e.g. v1")
     deprecate.add_argument("--reason", default="", help="why, for the event log")
 
     feedback = client("feedback", "send feedback on a version")
-    feedback.add_argument("function", help="function name")
+    feedback.add_argument("function", help="function name, bare or qualified by its module (mypkg.text.first)")
     feedback.add_argument("--version", required=True, help="version label, e.g. v1")
     feedback.add_argument("--type", required=True, choices=["performance", "error", "user", "system"])
     feedback.add_argument("--rating", type=float, help="1 to 5")

@@ -12,7 +12,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, poet_service_pb2_grpc
+from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, poet_service_pb2_grpc, resources_pb2
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_NOT_SERVING = 0, 1, 3, 4
 
@@ -135,12 +135,13 @@ def _enhance(stub, args) -> int:
         original_code=_read(args.file),
         domain=args.domain,
         optimize_for=args.optimize_for,
+        context=resources_pb2.EnhancementContext(module=args.module),
         request_id=args.request_id,
     )
     response = stub.Enhance(request, timeout=args.timeout)
     if args.output:
         args.output.write_text(response.enhanced_code.python)
-        print(f"wrote {args.function} {response.version} to {args.output}", file=sys.stderr)
+        print(f"wrote {response.function_name} {response.version} to {args.output}", file=sys.stderr)
         response.ClearField("enhanced_code")  # the code is in the file; keep stdout short
     _print(response)
     return EXIT_OK

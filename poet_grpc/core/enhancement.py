@@ -6,6 +6,13 @@ generator's worker processes, off the event loop's GIL), at most half of them fo
 any one caller (FairShare); storing the version is one store transaction that appends an
 `enhancement.completed` event, from which the store's projector writes the
 version row, and charges the caller's quotas (core/quotas.py).
+
+A function's identity is its module plus its name (EnhancementSpec.identity:
+"mypkg.text.first", or "first" without a module): versions, quotas, events and
+request records are keyed by it. Generations of one identity run one at a time
+in this process (concurrent calls queue), so each sees the version before it; a
+call that still loses the race for a version number (another process, a queue
+too long) is refused with ConcurrentEnhancement (ABORTED, retry shortly).
 """
 
 from __future__ import annotations
@@ -14,20 +21,27 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import random
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from poet_grpc import generator
-from poet_grpc.core.errors import FieldViolation, InvalidArgument, PoetError
+from poet_grpc.core.errors import Aborted, FieldViolation, InvalidArgument, PoetError
 from poet_grpc.core.event_router import EventRouter
 from poet_grpc.core.fair_share import FairShare
 from poet_grpc.core.idempotency import seen_request
+from poet_grpc.core.keyed_locks import KeyedLocks
 from poet_grpc.core.models import VERSION_ACTIVE, EnhancementSpec, EventRecord, FunctionVersion, GeneratedCode
 from poet_grpc.core.quotas import Quotas, check as check_quota, code_bytes
 from poet_grpc.store import Store
 
 ENHANCEMENT_COMPLETED = "enhancement.completed"
 MAX_NUMBER_RACES = 3
+MAX_QUEUED_PER_FUNCTION = 64
+"""Calls that may hold or wait for one function's generation lock at once; an
+Enhance call beyond them is refused with ConcurrentEnhancement rather than queued."""
+RETRY_DELAY_SECONDS = (0.1, 1.0)
+"""Range of the (jittered) retry delay a ConcurrentEnhancement suggests."""
 LEARNING_CALLER = "poet:learning-loop"
 """The caller the learning loop's regenerations count against."""
 
@@ -38,9 +52,25 @@ class GenerationFailed(PoetError):
     reason = "GENERATED_CODE_REJECTED"
 
 
+class ConcurrentEnhancement(Aborted):
+    """Another enhancement of the same function took the version number this one was
+    generated for, too often; nothing was stored. Transient: retry after retry_after."""
+
+    reason = "CONCURRENT_ENHANCEMENT"
+
+    def __init__(self, identity: str, why: str):
+        super().__init__(
+            f"{why}; retry", retry_after=round(random.uniform(*RETRY_DELAY_SECONDS), 3),
+            metadata={"function_name": identity},
+        )
+
+
 def spec_hash(spec: EnhancementSpec) -> str:
     """Identity of a request's content: equal specs produce equal versions."""
-    canonical = json.dumps(dataclasses.asdict(spec), sort_keys=True, separators=(",", ":"))
+    fields = dataclasses.asdict(spec)
+    if not fields["module"]:
+        del fields["module"]  # module-less specs keep the hashes they had before modules existed
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -86,6 +116,8 @@ class EnhancementService:
         self._limits = limits or generator.Limits()
         self._processes = processes or generator.generator_processes(workers)
         self._processes.warm()
+        self._generating = KeyedLocks()
+        """One generation at a time per function identity (Enhance and the learning loop)."""
 
     @property
     def quotas(self) -> Quotas:
@@ -103,7 +135,10 @@ class EnhancementService:
         function_name means the first function the code defines. `caller` (who
         asks) gets at most half of the generator's workers at a time, and is
         charged for what is stored (QuotaExceeded, storing nothing, past a quota;
-        a version already stored is returned regardless)."""
+        a version already stored is returned regardless). Calls for one function
+        identity queue behind each other; ConcurrentEnhancement (store nothing,
+        retry) when the queue is full or the version number is lost to another
+        process too often."""
         spec = dataclasses.replace(
             spec,
             function_name=spec.function_name or await self._first_function(spec.original_code, code_field),
@@ -111,29 +146,45 @@ class EnhancementService:
             optimize_for=spec.optimize_for or generator.OPTIMIZE_FOR[0],
         )
         content_hash = spec_hash(spec)
+        identity = spec.identity
 
         def look_up(store: Store) -> tuple[FunctionVersion | None, int]:
             known = self._known_version(store, spec, content_hash, request_id)
             if known is None:
                 self._precheck_quota(store, spec, caller)
-            return known, store.next_version_number(spec.function_name)
+            return known, store.next_version_number(identity)
 
-        for _ in range(MAX_NUMBER_RACES):
-            known, number = await self._router.commit(look_up)
-            if known is not None:
-                return known
-            code = await self._run_generator(spec, f"v{number}", code_field, evidence=None, caller=caller)
-            stored = await self._router.commit(
-                lambda store: self._store_version(store, spec, code, content_hash, number, request_id=request_id, caller=caller)
-            )
-            if stored is not None:
-                return stored
-        raise GenerationFailed("too many concurrent enhancements of this function; retry", metadata={"function_name": spec.function_name})
+        known, number = await self._router.commit(look_up)
+        if known is not None:
+            return known  # a stored version: no need to queue for the generator
+        waiting = self._generating.users(identity)
+        if waiting >= MAX_QUEUED_PER_FUNCTION:
+            raise ConcurrentEnhancement(identity, f"{waiting} enhancements of {identity} are already queued")
+        async with self._generating.hold(identity):
+            for attempt in range(MAX_NUMBER_RACES):
+                if attempt or waiting:
+                    # After a wait the queue ahead may have stored this very content.
+                    known, number = await self._router.commit(look_up)
+                    if known is not None:
+                        return known
+                code = await self._run_generator(spec, f"v{number}", code_field, evidence=None, caller=caller)
+                stored = await self._router.commit(
+                    lambda store: self._store_version(
+                        store, spec, code, content_hash, number, request_id=request_id, caller=caller
+                    )
+                )
+                if stored is not None:
+                    return stored
+        raise ConcurrentEnhancement(identity, f"concurrent enhancements of {identity} kept taking its next version number")
 
     async def regenerate(self, job: Regeneration) -> FunctionVersion | None:
         """Store the next version for job.parent, unless parent stopped being the current
         version meanwhile (then None: someone else already acted on it)."""
-        name = job.parent.function_name
+        async with self._generating.hold(job.parent.function_name):
+            return await self._regenerate(job)
+
+    async def _regenerate(self, job: Regeneration) -> FunctionVersion | None:
+        name = job.parent.function_name  # the identity; job.spec (from the parent) has its module
         for _ in range(MAX_NUMBER_RACES):
             number = await self._router.commit(lambda store: store.next_version_number(name))
             code = await self._run_generator(
@@ -221,7 +272,7 @@ class EnhancementService:
         seen = seen_request(store, request_id, ENHANCEMENT_COMPLETED, content_hash)
         if seen is not None:
             return store.get_version(seen.result["function_name"], seen.result["version"])
-        return store.find_version_by_hash(spec.function_name, content_hash)
+        return store.find_version_by_hash(spec.identity, content_hash)
 
     def _store_version(
         self,
@@ -239,6 +290,7 @@ class EnhancementService:
         """Append the version as number; None if that number was taken meanwhile
         (the code embeds its version label, so it must be generated again).
         QuotaExceeded, storing nothing, if caller may not store it."""
+        identity = spec.identity
         with store.atomic():
             if not trigger:
                 # A concurrent identical request may have stored it while we generated.
@@ -247,16 +299,17 @@ class EnhancementService:
                     return known
             # Before the number check: a caller at its quota is refused, not sent to generate again.
             size = code_bytes(spec.original_code, spec.dana_source, code.python, code.dana)
-            creates = check_quota(store, self._quotas, caller, spec.function_name, size, service=caller == LEARNING_CALLER)
-            if store.next_version_number(spec.function_name) != number:
+            creates = check_quota(store, self._quotas, caller, identity, size, service=caller == LEARNING_CALLER)
+            if store.next_version_number(identity) != number:
                 return None
             label = f"v{number}"
             payload = {
-                "function_name": spec.function_name,
+                "function_name": identity,
+                "module": spec.module,
                 "version": label,
                 "number": number,
                 "content_hash": content_hash,
-                "parent_version": store.current_version(spec.function_name) or "",
+                "parent_version": store.current_version(identity) or "",
                 "original_code": spec.original_code,
                 "domain": spec.domain,
                 "optimize_for": spec.optimize_for,
@@ -281,15 +334,15 @@ class EnhancementService:
                 ENHANCEMENT_COMPLETED,
                 payload,
                 source="poet.generator",
-                function_name=spec.function_name,
+                function_name=identity,
                 causation_id=trigger.id if trigger else "",
                 correlation_id=trigger.correlation_id if trigger else "",
             )
             store.append_events([event])
-            store.charge_quota(caller, spec.function_name, created_function=creates, size=size)
-            return store.get_version(spec.function_name, label)
+            store.charge_quota(caller, identity, created_function=creates, size=size)
+            return store.get_version(identity, label)
 
     def _precheck_quota(self, store: Store, spec: EnhancementSpec, caller: str) -> None:
         """Refuse before generating when the source alone is over the caller's quota
         (the store transaction checks again with the generated code)."""
-        check_quota(store, self._quotas, caller, spec.function_name, code_bytes(spec.original_code, spec.dana_source))
+        check_quota(store, self._quotas, caller, spec.identity, code_bytes(spec.original_code, spec.dana_source))

@@ -71,6 +71,21 @@ class Unavailable(PoetError):
         super().__init__(message)
 
 
+class Aborted(PoetError):
+    """A call lost a race with a concurrent one (e.g. another enhancement of the same
+    function took the version number) and stored nothing; retrying after retry_after
+    seconds is expected to succeed."""
+
+    reason = "ABORTED"
+
+    def __init__(self, message: str, *, retry_after: float, reason: str | None = None,
+                 metadata: dict[str, str] | None = None):
+        self.retry_after = retry_after
+        if reason:
+            self.reason = reason
+        super().__init__(message, metadata=metadata)
+
+
 class RateLimited(PoetError):
     """The caller sent more requests than its rate allows; retry after retry_after seconds."""
 

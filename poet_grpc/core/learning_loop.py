@@ -23,7 +23,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import defaultdict
 from dataclasses import replace
 
 from poet_grpc.core import learning
@@ -32,6 +31,7 @@ from poet_grpc.core.db import Database
 from poet_grpc.core.enhancement import ENHANCEMENT_COMPLETED, LEARNING_CALLER, EnhancementService, Regeneration
 from poet_grpc.core.errors import QuotaExceeded
 from poet_grpc.core.event_router import EventRouter
+from poet_grpc.core.keyed_locks import KeyedLocks
 from poet_grpc.core.models import EventRecord, FunctionVersion
 from poet_grpc.core.quotas import check as check_quota
 from poet_grpc.core.versions import describe_changes
@@ -59,7 +59,8 @@ class LearningLoop:
         self._router = router
         self._enhancements = enhancements
         self._policy = policy
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks = KeyedLocks()
+        """One review at a time per function identity (kept only while in use)."""
         self._task: asyncio.Task | None = None
         self._executed: dict[tuple[str, str], EventRecord] = {}
         """(function, version) executed in the batch being consumed -> its last execution."""
@@ -69,7 +70,7 @@ class LearningLoop:
     async def review(self, function_name: str, version: str, trigger: EventRecord) -> FunctionVersion | None:
         """Judge the version by its evidence; when the policy fires, generate, store
         and announce its successor and return it."""
-        async with self._locks[function_name]:
+        async with self._locks.hold(function_name):
             return await self._review(function_name, version, trigger)
 
     async def review_feedback(self, feedback: EventRecord) -> FunctionVersion | None:
@@ -78,7 +79,7 @@ class LearningLoop:
         review gets its verdict (the version the feedback caused, or None)."""
         p = feedback.payload
         name = str(p.get("function_name") or feedback.function_name)
-        async with self._locks[name]:
+        async with self._locks.hold(name):
             reviewed, new = await self._db.call(lambda store: _verdict(store, feedback.id))
             if reviewed:
                 return new

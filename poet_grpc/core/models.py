@@ -128,6 +128,29 @@ class EnhancementSpec:
     dana_source: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     """Parameters requested by the caller; they override the domain defaults."""
+    module: str = ""
+    """Dotted name of the module original_code is (context.module, e.g. "mypkg.text"):
+    its relative imports resolve against that package, and the function's identity
+    (its version history) is the module plus function_name. "" for a lone module."""
+
+    @property
+    def identity(self) -> str:
+        """What the function's version history, quotas, events and requests are keyed by:
+        "module.function_name" when module is set, else function_name."""
+        return qualified_name(self.module, self.function_name)
+
+
+def qualified_name(module: str, function_name: str) -> str:
+    """A function's identity: its module plus its name ("mypkg.text.first"), or the
+    name alone for a module-less function."""
+    return f"{module}.{function_name}" if module else function_name
+
+
+def split_identity(identity: str) -> tuple[str, str]:
+    """(module, function_name) of an identity; ("", identity) when it has no module.
+    Unambiguous: a function name never contains a dot."""
+    module, _, name = identity.rpartition(".")
+    return module, name
 
 
 @dataclass(frozen=True)

@@ -228,7 +228,7 @@ def analyze_module(source: str, function_name: str, *, max_parameters: int | Non
     _check_signature_nesting(node)
     try:
         scope = module_scope(tree)
-        _check_reserved(scope, node)
+        _check_reserved(tree, scope, node)
         params = tuple(_parameters(node.args))
         info = FunctionInfo(
             name=node.name,
@@ -443,9 +443,30 @@ def module_scope(tree: ast.Module) -> ModuleScope:
     )
 
 
-def _check_reserved(scope: ModuleScope, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-    names = set(scope.bound) | {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)}
-    reserved = sorted(n for n in names if n.lower().startswith(RESERVED_PREFIX))
+def _check_reserved(tree: ast.Module, scope: ModuleScope, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+    """Names starting with _poet_ are the generated code's. The module may hold them only
+    as an earlier enhancement left them (so that a module is enhanced function by
+    function): the event emitter block, exactly as POET writes it, and the POET section
+    `_poet_enhance_<name>` of another of its functions. Parameters may never use them."""
+    from poet_grpc.generator._capabilities import emitter_block, emitter_names
+
+    parameters = sorted(a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg) and a.arg.lower().startswith(RESERVED_PREFIX))
+    if not parameters and not any(n.lower().startswith(RESERVED_PREFIX) for n in scope.bound):
+        return
+    allowed: set[str] = set()
+    if emitter_block(tree, "", whole=True):
+        allowed |= emitter_names()
+    functions = {s.name for s in tree.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    sections = {f"_poet_enhance_{f}" for f in functions if f != node.name}
+    allowed |= sections & functions
+    if f"_poet_enhance_{node.name}" in scope.bound:
+        raise AnalysisError(
+            "original_code",
+            f"{node.name}() is enhanced in this module already (its POET section _poet_enhance_{node.name}); "
+            "send the module without that section to enhance it again",
+        )
+    reserved = sorted(n for n in scope.bound if n.lower().startswith(RESERVED_PREFIX) and n not in allowed)
+    reserved += parameters
     if reserved:
         raise AnalysisError(
             "original_code",

@@ -417,16 +417,21 @@ def _capabilities(nodes: list[ast.AST], aliases: dict[str, str]) -> dict[str, in
     return found
 
 
-def emitter_block(tree: ast.Module, source: str) -> frozenset[int]:
-    """Indices in tree.body of the canonical emitter block, or empty when it is absent.
+def emitter_block(tree: ast.Module, source: str, *, whole: bool = False) -> frozenset[int]:
+    """Indices in tree.body of the canonical emitter blocks (a module enhanced function by
+    function may hold several copies), or empty when there is none.
 
-    The block counts only as whole top-level statements whose source lines are
-    exactly _emitter.CANONICAL; the first such occurrence is the one exempted.
+    A block counts only as whole top-level statements whose source lines are exactly
+    _emitter.CANONICAL. `whole`: source is "" and tree the module's own (its statements
+    are compared by their unparsed text instead, for callers without the source).
     """
+    if whole:
+        return _emitter_block_by_tree(tree)
     canonical_lines = _emitter.CANONICAL.split("\n")
     first = canonical_lines[0]
     lines = [line[:-1] if line.endswith("\r") else line for line in source.split("\n")]
     body = tree.body
+    found: set[int] = set()
     for index, statement in enumerate(body):
         start = statement.lineno - 1
         if statement.col_offset or start >= len(lines) or lines[start] != first:
@@ -440,8 +445,23 @@ def emitter_block(tree: ast.Module, source: str) -> frozenset[int]:
         while last + 1 < len(body) and body[last + 1].lineno <= end:
             last += 1
         if body[last].end_lineno == end and (last + 1 == len(body) or body[last + 1].lineno > end):
-            return frozenset(range(index, last + 1))
-    return frozenset()
+            found.update(range(index, last + 1))
+    return frozenset(found)
+
+
+def _emitter_block_by_tree(tree: ast.Module) -> frozenset[int]:
+    canonical = [ast.dump(s) for s in parse_ast(_emitter.CANONICAL).body]
+    body = [ast.dump(s) for s in tree.body]
+    found: set[int] = set()
+    for index in range(len(body) - len(canonical) + 1):
+        if body[index : index + len(canonical)] == canonical:
+            found.update(range(index, index + len(canonical)))
+    return frozenset(found)
+
+
+def emitter_names() -> frozenset[str]:
+    """Every top-level name the canonical emitter block binds."""
+    return _EMITTER_BOUND
 
 
 _EMITTER_PRIVATE_PREFIX = "_poet_ev_"

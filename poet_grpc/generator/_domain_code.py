@@ -123,7 +123,7 @@ def wrap_runtime(domain: str, blocks: tuple[str, ...]) -> str:
         elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
             targets = [stmt.target.id]
         exported += [t for t in targets if t.lower().startswith("_poet_") and t not in exported]
-    used = sorted(_builtins_read(source))
+    used = sorted(builtins_read(source))
     factory = f"_poet_{domain}_runtime"
     lines = [
         f"def {factory}():",
@@ -144,7 +144,7 @@ def wrap_runtime(domain: str, blocks: tuple[str, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _builtins_read(source: str) -> set[str]:
+def builtins_read(source: str) -> set[str]:
     """Builtin names the source reads as globals anywhere (not bound by the source itself)."""
     read: set[str] = set()
     top = symtable.symtable(source, "<poet-domain>", "exec")

@@ -58,6 +58,8 @@ import builtins as _poet_builtins
 import collections as _poet_collections
 import os as _poet_os
 import sys as _poet_sys
+import threading as _poet_threading
+import time as _poet_time
 
 try:
     import resource as _poet_resource
@@ -65,41 +67,40 @@ except ImportError:  # not on this platform: memory_mb is reported as 0.0
     _poet_resource = None
 _POET_RSS_PER_MB = 1048576.0 if _poet_sys.platform == "darwin" else 1024.0
 """ru_maxrss is in bytes on macOS, in kilobytes elsewhere."""
-
-_POET_METRICS.setdefault("events_sent", 0)
-_POET_METRICS.setdefault("events_dropped", 0)
-_POET_METRICS.setdefault("events_failed", 0)
+_POET_EVENTS = {"events_sent": 0, "events_dropped": 0, "events_failed": 0}
+"""The module's event counters, shared by its enhanced functions (each shows them in poet_metrics)."""
+_POET_EVENTS_ENV_URL = _poet_os.environ.get("POET_EVENTS_URL") or ""
+"""$POET_EVENTS_URL when the module was imported: where events go when a function's params set no events_url."""
+_poet_ev_settings = {}
+"""Queue size, batch size and flush interval: from the params of the first function that emits."""
+_poet_ev_lock = _poet_threading.Lock()
 
 
 def _poet_ev_param(key, default, low, high):
-    """An emitter parameter from _POET_PARAMS, or its default when missing or out of range."""
-    value = _POET_PARAMS.get(key, default)
+    """An emitter setting, or its default when missing or out of range."""
+    value = _poet_ev_settings.get(key, default)
     b = _poet_builtins
     if b.isinstance(value, b.bool) or not b.isinstance(value, (b.int, b.float)) or not low <= value <= high:
         return default
     return value
 
 
-_poet_ev_queue = _poet_collections.deque(
-    maxlen=_poet_builtins.int(_poet_ev_param("events_queue_size", 10000, 1, 10000000))
-)
-"""Events waiting to be sent, oldest first; when full, appending drops the oldest."""
 _poet_ev_cond = _poet_threading.Condition(_poet_threading.Lock())
-_poet_ev_state = {"thread": None, "busy": False, "flush": False}
+_poet_ev_state = {"thread": None, "busy": False, "flush": False, "configured": False, "queue": _poet_collections.deque()}
+"""The sender's state; "queue" holds the events waiting to be sent, oldest first (bounded at
+the first event: when full, appending drops the oldest)."""
 
 
-def _poet_events_url():
-    """Where events go: params events_url, else $POET_EVENTS_URL; "" when neither is set."""
-    url = _POET_PARAMS.get("events_url")
-    if not url:
-        url = _poet_os.environ.get("POET_EVENTS_URL")
+def _poet_events_url(params):
+    """Where a function's events go: its params' events_url, else $POET_EVENTS_URL; "" for nowhere."""
+    url = params.get("events_url") or _POET_EVENTS_ENV_URL
     return url if url and _poet_builtins.isinstance(url, _poet_builtins.str) else ""
 
 
 def _poet_ev_count(key, n=1):
     try:
-        with _poet_metrics_lock:
-            _POET_METRICS[key] = _POET_METRICS.get(key, 0) + n
+        with _poet_ev_lock:
+            _POET_EVENTS[key] = _POET_EVENTS.get(key, 0) + n
     except Exception:  # metrics never break the function
         pass
 
@@ -120,19 +121,26 @@ def _poet_ev_timestamp(seconds):
     return _poet_time.strftime("%Y-%m-%dT%H:%M:%S", _poet_time.gmtime(whole)) + ".%06dZ" % micros
 
 
-def _poet_emit(event_type, payload, *, correlation_id="", causation_id=""):
-    """Queue one event for the events endpoint; never raises, never blocks on I/O.
-
-    A no-op when no destination is configured (see _poet_events_url).
+def _poet_emit(event_type, payload, *, function_name, params, correlation_id="", causation_id=""):
+    """Queue one event of function_name (whose params say where events go) for the events
+    endpoint; never raises, never blocks on I/O. A no-op when no destination is configured.
     """
     try:
-        if not _poet_events_url():
+        url = _poet_events_url(params)
+        if not url:
             return
         # The caller pays for a shallow copy only; the sender thread builds the event.
         copied = _poet_builtins.dict(payload) if payload else {}
-        event = (event_type, copied, correlation_id, causation_id, _poet_time.time())
+        event = (event_type, copied, correlation_id, causation_id, _poet_time.time(), function_name, url)
         with _poet_ev_cond:
-            queue = _poet_ev_queue
+            if not _poet_ev_state["configured"]:  # the first event: its function's settings
+                _poet_ev_state["configured"] = True
+                for key in ("events_queue_size", "events_batch_size", "events_flush_seconds"):
+                    if key in params:
+                        _poet_ev_settings[key] = params[key]
+                size = _poet_builtins.int(_poet_ev_param("events_queue_size", 10000, 1, 10000000))
+                _poet_ev_state["queue"] = _poet_collections.deque(_poet_ev_state["queue"], maxlen=size)
+            queue = _poet_ev_state["queue"]
             dropped = _poet_builtins.len(queue) >= queue.maxlen
             queue.append(event)
             if _poet_ev_state["thread"] is None:
@@ -148,7 +156,7 @@ def _poet_emit(event_type, payload, *, correlation_id="", causation_id=""):
 
 def _poet_ev_start():
     """Start the sender thread (caller holds _poet_ev_cond)."""
-    thread = _poet_threading.Thread(target=_poet_ev_run, name="poet-events-" + _POET_FUNCTION, daemon=True)
+    thread = _poet_threading.Thread(target=_poet_ev_run, name="poet-events", daemon=True)
     thread.start()
     _poet_ev_state["thread"] = thread
     _poet_atexit.register(_poet_ev_at_exit)
@@ -156,7 +164,7 @@ def _poet_ev_start():
 
 def _poet_ev_run():
     """The sender thread: waits for a full batch or events_flush_seconds, then sends."""
-    cond, state, queue = _poet_ev_cond, _poet_ev_state, _poet_ev_queue
+    cond, state, queue = _poet_ev_cond, _poet_ev_state, _poet_ev_state["queue"]
     while True:
         try:
             with cond:
@@ -190,9 +198,9 @@ def _poet_ev_send(events):
     import urllib.error
     import urllib.request
 
-    parts = []
+    batches = {}
     environment = _poet_os.environ.get("POET_ENVIRONMENT") or "production"
-    for event_type, payload, correlation_id, causation_id, created in events:
+    for event_type, payload, correlation_id, causation_id, created, function_name, url in events:
         event = {
             "id": _poet_uuid4(),  # once per event: a retried batch keeps its ids (the log dedups them)
             "type": _poet_builtins.str(event_type),
@@ -200,17 +208,22 @@ def _poet_ev_send(events):
             "timestamp": _poet_ev_timestamp(created),
             "correlation_id": _poet_builtins.str(correlation_id or ""),
             "causation_id": _poet_builtins.str(causation_id or ""),
-            "function_name": _POET_FUNCTION,
+            "function_name": function_name,
             "metadata": {"version": "1.0", "service": "poet.enhanced_function", "environment": environment},
             "payload": payload,
         }
         try:
-            parts.append(json.dumps(event, default=_poet_builtins.str, allow_nan=False, separators=(",", ":")))
+            text = json.dumps(event, default=_poet_builtins.str, allow_nan=False, separators=(",", ":"))
         except Exception:  # not JSON (NaN, a cycle...): this event cannot be sent
             _poet_ev_count("events_failed")
-    if not parts:
-        return
-    url = _poet_events_url()
+            continue
+        batches.setdefault(url, []).append(text)
+    for url, parts in batches.items():
+        _poet_ev_post(url, parts, urllib)
+
+
+def _poet_ev_post(url, parts, urllib):
+    """POST events (JSON texts) to one destination; up to 3 attempts."""
     if not url.startswith(("http://", "https://")):
         _poet_ev_count("events_failed", _poet_builtins.len(parts))
         return
@@ -247,10 +260,10 @@ def _poet_flush_events(timeout=5.0):
     deadline = _poet_time.monotonic() + timeout
     with _poet_ev_cond:
         if _poet_ev_state["thread"] is None:
-            return not _poet_ev_queue
+            return not _poet_ev_state["queue"]
         _poet_ev_state["flush"] = True
         _poet_ev_cond.notify_all()
-        while _poet_ev_queue or _poet_ev_state["busy"]:
+        while _poet_ev_state["queue"] or _poet_ev_state["busy"]:
             remaining = deadline - _poet_time.monotonic()
             if remaining <= 0:
                 return False
@@ -270,7 +283,7 @@ def _poet_ev_after_fork():
     global _poet_ev_cond
     _poet_ev_cond = _poet_threading.Condition(_poet_threading.Lock())
     _poet_ev_state.update(thread=None, busy=False, flush=False)
-    _poet_ev_queue.clear()
+    _poet_ev_state["queue"].clear()
 
 
 try:
@@ -278,46 +291,6 @@ try:
 except AttributeError:  # no fork on this platform
     pass
 
-
-def _poet_execution_start():
-    """CPU time at the start of a call when events are configured, else None (nothing measured)."""
-    if _POET_PARAMS.get("events_url") or _poet_os.environ.get("POET_EVENTS_URL"):
-        return _poet_time.process_time()
-    return None
-
-
-def _poet_execution_event(error, started, cpu_started):
-    """Train: one seed 002 function.execution event for the call that began at `started`."""
-    try:
-        end = _poet_time.time()
-        duration = _poet_time.perf_counter() - started
-        cpu = _poet_time.process_time() - cpu_started
-        memory = 0.0
-        if _poet_resource is not None:
-            rss = _poet_resource.getrusage(_poet_resource.RUSAGE_SELF).ru_maxrss
-            memory = rss / _POET_RSS_PER_MB
-        payload = {
-            "function_name": _POET_FUNCTION,
-            "version": _POET_VERSION,
-            "execution_id": _poet_uuid4(),
-            "start_time": end - duration,
-            "end_time": end,
-            "status": "success" if error is None else "failure",
-            "metrics": {
-                "duration_ms": duration * 1000.0,
-                "memory_mb": _poet_builtins.round(memory, 3),
-                "cpu_percent": _poet_builtins.round(100.0 * cpu / duration, 2) if duration > 0 else 0.0,
-            },
-        }
-        if error is not None:
-            try:
-                message = _poet_builtins.str(error)
-            except Exception:
-                message = ""
-            payload["error"] = {"type": error.__class__.__name__, "message": message[:500]}
-        _poet_emit("function.execution", payload)
-    except Exception:  # events never break the function
-        pass
 '''
 
 CANONICAL = SOURCE.strip("\n")

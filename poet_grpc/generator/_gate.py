@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from poet_grpc.generator import _emitter, _runtime
+from poet_grpc.generator import _emitter
 from poet_grpc.generator._analysis import Analysis, analyze_module, normalize_newlines
 from poet_grpc.generator._capabilities import check_capabilities, emitter_block
 from poet_grpc.generator._errors import AnalysisError, GateError
@@ -144,6 +144,7 @@ def check_generated(
     original: Analysis | None = None,
     sandbox: GateSandbox | None = None,
     timeout_seconds: float | None = None,
+    module: str = "",
 ) -> None:
     """Raise GateError unless generated_source is an acceptable enhancement of
     function_name from original_source (see the module docstring).
@@ -164,7 +165,8 @@ def check_generated(
     checked as LF, as Python reads them.
     prepare_checks() and start_sandbox_checks() are the same check in two halves.
     """
-    checks, rest = _prepare(original_source, generated_source, function_name, chunks=chunks, original=original)
+    checks, rest = _prepare(original_source, generated_source, function_name, chunks=chunks, original=original,
+                            module=module)
     sandbox = sandbox or gate_sandbox()
     timeout_seconds = timeout_seconds or sandbox.timeout_seconds
     started = _submit(checks, sandbox, timeout_seconds, then=rest)
@@ -202,11 +204,14 @@ def prepare_checks(
     *,
     chunks: Sequence[str] | None = None,
     original: Analysis | None = None,
+    module: str = "",
 ) -> tuple[SandboxChecks, Callable[[], None]]:
     """check_generated() in two halves, for a caller that runs them apart (even in
     another process): the sandbox's work (give it to start_sandbox_checks()), and the
-    rest of this process's checks (call it meanwhile; GateError when one fails)."""
-    return _prepare(original_source, generated_source, function_name, chunks=chunks, original=original)
+    rest of this process's checks (call it meanwhile; GateError when one fails).
+    `module`: the dotted name the code is imported as (its relative imports resolve
+    against that package)."""
+    return _prepare(original_source, generated_source, function_name, chunks=chunks, original=original, module=module)
 
 
 def _prepare(
@@ -216,6 +221,7 @@ def _prepare(
     *,
     chunks: Sequence[str] | None,
     original: Analysis | None,
+    module: str = "",
 ) -> tuple[SandboxChecks, Callable[[], None]]:
     """The sandbox's work, and the rest of this process's checks (to run while it works)."""
     original_source = normalize_newlines(original_source)
@@ -227,13 +233,14 @@ def _prepare(
             raise GateError("original", exc.description) from None
     layout = _Layout.of(generated_source, chunks)
     tree, exempt = layout.tree, layout.exempt
-    known = exempt | _known_statements(tree, generated_source, original_source, original.tree, helpers=not layout.chunked)
+    known = exempt | _known_statements(tree, generated_source, original)
     import_args = {
-        "original": _undecorated(original_source, original.node),
+        "original": original_source,
+        "module": module,
         # The chunks, when the layout used them, make up the generated source.
         **({"chunks": list(chunks)} if layout.chunked else {"generated": generated_source}),
         "name": function_name,
-        "stub_roots": _import_roots(original.tree),
+        "stub_roots": _import_roots(original.tree, module),
     }
     scan_args = {
         "original": original_source,
@@ -384,24 +391,17 @@ def _compare_signatures(original: ast.AST, enhanced: ast.AST) -> None:
         raise GateError("signature", f"the generated function is `{got}`, the original is `{want}`")
 
 
-def _undecorated(source: str, node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
-    """The original source with the function's decorator lines removed, so that the
-    sandbox compares against the signature of the def as written."""
-    if not node.decorator_list:
-        return source
-    lines = source.splitlines(keepends=True)
-    first = min(d.lineno for d in node.decorator_list) - 1
-    return "".join(lines[:first] + lines[node.lineno - 1 :])
-
-
-def _import_roots(tree: ast.Module) -> list[str]:
-    """Top-level names of the absolute imports the original module makes."""
+def _import_roots(tree: ast.Module, module: str = "") -> list[str]:
+    """Top-level names of the absolute imports the original module makes, and of its own
+    package (what its relative imports reach)."""
     roots = set()
     for n in ast.walk(tree):
         if isinstance(n, ast.Import):
             roots.update(alias.name.partition(".")[0] for alias in n.names)
         elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
             roots.add(n.module.partition(".")[0])
+    if module:
+        roots.add(module.partition(".")[0])
     return sorted(roots)
 
 
@@ -447,13 +447,9 @@ def _covered(tree: ast.Module, lines: list[str], block: str) -> frozenset[int]:
     return frozenset()
 
 
-_RUNTIME_BLOCKS = tuple(
-    getattr(_runtime, name).strip("\n")
-    for name in ("JITTER", "ARGUMENT_ERROR", "RESULT_ERROR", "FINITE", "BACKOFF", "OPERATE_SYNC", "OPERATE_ASYNC")
-    + ("TRAIN",)
-    if isinstance(getattr(_runtime, name, None), str)
-)
-"""The template's fixed helper blocks, exactly as rendered."""
+_RUNTIME_BLOCKS: tuple[str, ...] = ()
+"""The template's fixed top-level helper blocks, exactly as rendered: none today (a
+function's helpers live in its POET section, see _render); the emitter is the one fixed chunk."""
 
 _EMITTER_TEXT = _emitter.CANONICAL.strip("\n")
 _FIXED_CHUNKS = frozenset(_RUNTIME_BLOCKS) | {_EMITTER_TEXT}
@@ -481,23 +477,26 @@ BANDIT_HIGH_NODES = (ast.Call, ast.Import, ast.ImportFrom, ast.FunctionDef, ast.
 bandit in the tests): a statement holding none of them cannot have such a finding."""
 
 
-def _known_statements(
-    tree: ast.Module, source: str, original_source: str, original: ast.Module, *, helpers: bool = True
-) -> frozenset[int]:
-    """Top-level statements bandit need not scan, to save time: the template's fixed
-    helper blocks (exact text; they hold no high-severity finding), the original's
-    own statements copied verbatim (their findings are the original's, allowed
-    anyway), and statements without any node in BANDIT_HIGH_NODES (constants,
-    docstrings). Statements with an import anywhere stay: bandit resolves names
-    through imports. `helpers`: look for the helper blocks (not when the tree was
-    built from chunks: they are out of it already)."""
+def _known_statements(tree: ast.Module, source: str, original: Analysis) -> frozenset[int]:
+    """Top-level statements bandit need not scan, to save time: the original's own
+    statements copied verbatim, but for the enhanced def (their findings are the
+    original's, allowed anyway), and statements without any node in BANDIT_HIGH_NODES
+    (constants, docstrings). Statements with an import anywhere stay: bandit resolves
+    names through imports."""
     lines = [line[:-1] if line.endswith("\r") else line for line in source.split("\n")]
     known: set[int] = set()
-    for block in _RUNTIME_BLOCKS if helpers else ():
-        known |= _covered(tree, lines, block)
-    copied = _covered(tree, lines, original_source.rstrip("\n"))
-    if copied and len(copied) == len(original.body):
-        known |= copied
+    body = original.tree.body
+    at = body.index(original.node) if original.node in body else -1
+    original_lines = original.source.split("\n")
+    for part in (body[:at], body[at + 1 :]) if at >= 0 else ():
+        if not part:
+            continue
+        first, _ = _span(part[0])
+        text = "\n".join(original_lines[first - 1 : part[-1].end_lineno or first])
+        copied = _covered(tree, lines, text)
+        if len(copied) == len(part):
+            known |= copied
+    known |= _decorated_original(tree, lines, original)
     skipped = set()
     for index, statement in enumerate(tree.body):
         if isinstance(statement, (ast.Import, ast.ImportFrom)):
@@ -508,6 +507,23 @@ def _known_statements(
         if index in known or not kinds.intersection(BANDIT_HIGH_NODES):
             skipped.add(index)
     return frozenset(skipped)
+
+
+def _decorated_original(tree: ast.Module, lines: list[str], original: Analysis) -> set[int]:
+    """The index of the original def as the template keeps it, its lines unchanged but for the
+    one `@_poet_enhance_<name>` decorator line right above `def`; empty when it is not so."""
+    node, name = original.node, original.node.name
+    first, last = _span(node)
+    want = original.source.split("\n")[first - 1 : last]
+    for index, statement in enumerate(tree.body):
+        if not isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)) or statement.name != name:
+            continue
+        start, end = _span(statement)
+        got = lines[start - 1 : end]
+        marker = f"@_poet_enhance_{name}"
+        if marker in got and got[:got.index(marker)] + got[got.index(marker) + 1 :] == want:
+            return {index}
+    return set()
 
 
 # --- bandit -------------------------------------------------------------------------

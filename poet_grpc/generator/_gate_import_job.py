@@ -37,7 +37,10 @@ class _StubLoader:
                 raise AttributeError(attribute)
             from unittest import mock
 
-            return mock.MagicMock(name=module.__name__ + "." + attribute)
+            # One object per name: both imports of the module see the same sentinel.
+            value = mock.MagicMock(name=module.__name__ + "." + attribute)
+            setattr(module, attribute, value)
+            return value
 
         module.__getattr__ = __getattr__
 
@@ -74,12 +77,15 @@ def _explain(error, path):
     return _short(error) + where
 
 
-def _load(path, source, module_name, codes=None):
+def _load(path, source, module_name, codes=None, package=False):
     """Import source as module_name from a file at path (written here, so that
-    tracebacks and inspect find it), compiling it unless its code objects are given."""
+    tracebacks and inspect find it), compiling it unless its code objects are given.
+    `package`: the module is a package's __init__ (its relative imports start there)."""
     with open(path, "w", encoding="utf-8") as out:
         out.write(source)
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    spec = importlib.util.spec_from_file_location(
+        module_name, path, submodule_search_locations=[] if package else None
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     namespace = module.__dict__
@@ -91,9 +97,53 @@ def _load(path, source, module_name, codes=None):
     return module
 
 
-def _signature(function):
-    # Both modules load under one name, so reprs in signatures read the same; addresses are masked.
-    return re.sub(r" at 0x[0-9a-fA-F]+", " at 0x?", str(inspect.signature(function, follow_wrapped=False)))
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+|id='[0-9]+'")
+
+
+def _same(a, b):
+    """Do two values a signature shows mean the same? The same object, equal, or (loaded
+    twice, from two imports of one module) the same text, addresses masked."""
+    if a is b:
+        return True
+    try:
+        if type(a) is type(b) and a == b:
+            return True
+    except Exception:
+        pass
+    try:
+        return _ADDRESS.sub("?", repr(a)) == _ADDRESS.sub("?", repr(b))
+    except Exception:
+        return False
+
+
+def _signature_difference(original, enhanced):
+    """"" when the two signatures say the same (parameter names, kinds, defaults,
+    annotations), else what differs. Either may have no signature: then both must not."""
+    try:
+        want = inspect.signature(original, follow_wrapped=False)
+    except (TypeError, ValueError) as error:
+        want = error
+    try:
+        got = inspect.signature(enhanced, follow_wrapped=False)
+    except (TypeError, ValueError) as error:
+        if isinstance(want, Exception):
+            return ""
+        return "no signature at run time: " + _short(error)
+    if isinstance(want, Exception):
+        return "the original has no signature at run time, the generated function has %s" % _text(got)
+    if len(want.parameters) != len(got.parameters) or not _same(want.return_annotation, got.return_annotation):
+        return "at run time the signature is %s, the original's is %s" % (_text(got), _text(want))
+    for a, b in zip(want.parameters.values(), got.parameters.values()):
+        if a.name != b.name or a.kind != b.kind or not _same(a.default, b.default) or not _same(a.annotation, b.annotation):
+            return "at run time the signature is %s, the original's is %s" % (_text(got), _text(want))
+    return ""
+
+
+def _text(signature):
+    try:
+        return _ADDRESS.sub("?", str(signature))[:280]
+    except Exception:
+        return "(unprintable)"
 
 
 def import_check(args):
@@ -147,31 +197,41 @@ def _import_check(args, stubbed):
         code = _compiled(source, chunks, generated_path)
     except _COMPILE_ERRORS as error:
         raise _compile_error(error) from None
+    module_name, package = _module_name(args.get("module") or "")
     if args["stub_roots"]:
         sys.meta_path.append(_StubFinder(set(args["stub_roots"]), stubbed))
     try:
-        reference = _load("poet_gate_original.py", args["original"], "poet_gate_module")
+        reference = _load("poet_gate_original.py", args["original"], module_name, package=package)
     except BaseException as error:
         raise _Rejected("import", "the original module fails at import: " + _explain(error, "poet_gate_original.py"))
-    del sys.modules["poet_gate_module"]
+    del sys.modules[module_name]  # the stub modules stay: both imports share their objects
     try:
-        generated = _load(generated_path, source, "poet_gate_module", code)
+        generated = _load(generated_path, source, module_name, code, package=package)
     except BaseException as error:
         raise _Rejected("import", "the generated module fails at import: " + _explain(error, generated_path))
     original = getattr(reference, name, None)
     enhanced = getattr(generated, name, None)
-    if not callable(enhanced):
+    if callable(original) and not callable(enhanced):
         raise _Rejected("function", "the generated module binds no callable %r" % name)
-    try:
-        want, got = _signature(original), _signature(enhanced)
-    except (TypeError, ValueError) as error:
-        raise _Rejected("signature", "no signature at run time: " + _short(error))
-    if want != got:
-        raise _Rejected(
-            "signature", ("at run time the signature is %s%s, the original's is %s%s" % (name, got, name, want))[:600]
-        )
-    if inspect.iscoroutinefunction(original) != inspect.iscoroutinefunction(enhanced):
-        raise _Rejected("signature", "the generated function's async-ness differs from the original's at run time")
+    if type(original) is not type(enhanced):
+        raise _Rejected("function", "%s is a %s in the generated module, a %s in the original" % (
+            name, type(enhanced).__name__, type(original).__name__))
+    difference = _signature_difference(original, enhanced)
+    if difference:
+        raise _Rejected("signature", difference[:600])
+    for kind in (inspect.iscoroutinefunction, inspect.isgeneratorfunction, inspect.isasyncgenfunction):
+        if kind(original) != kind(enhanced):
+            raise _Rejected("signature", "the generated function is not the original's kind at run time (%s)"
+                            % kind.__name__[2:])
+
+
+def _module_name(module):
+    """(the name to import the code as, whether it is a package's __init__)."""
+    if not module:
+        return "poet_gate_module", False
+    if module.endswith(".__init__"):
+        return module[: -len(".__init__")], True
+    return module, False
 
 
 PRELOADED = (

@@ -135,16 +135,15 @@ def prepare(
     spec = replace(spec, original_code=normalize_newlines(spec.original_code))
     domain = resolve_domain(spec.domain)
     optimize_for = resolve_optimize_for(spec.optimize_for)
+    if spec.module and not all(part.isidentifier() for part in spec.module.split(".")):
+        raise AnalysisError("context.module", f"{spec.module[:60]!r} is not a dotted module name (e.g. mypkg.text)")
     name = spec.function_name or first_function_name(spec.original_code)
     analysis = analyze_module(spec.original_code, name, max_parameters=limits.max_parameters)
-    if analysis.info.is_async and analysis.info.is_generator:
-        raise AnalysisError(
-            "original_code",
-            f"{name} is an async generator function; the template generator cannot enhance those yet",
-        )
     params = resolve_params(domain, optimize_for, spec.config)
     try:
-        rendered = _render.render(analysis, params, domain=domain, optimize_for=optimize_for, version=version)
+        rendered = _render.render(
+            analysis, params, domain=domain, optimize_for=optimize_for, version=version, module=spec.module
+        )
     except RecursionError:  # MAX_NESTING should prevent it; never let it become INTERNAL
         raise AnalysisError("original_code", "the code nests too deeply to enhance") from None
     size = len(rendered.python.encode("utf-8"))
@@ -155,7 +154,9 @@ def prepare(
             "fewer or simpler parameter annotations make it smaller",
         )
     dana = annotate_dana(spec.dana_source, name, domain, params)
-    checks, rest = prepare_checks(spec.original_code, rendered.python, name, chunks=rendered.chunks, original=analysis)
+    checks, rest = prepare_checks(
+        spec.original_code, rendered.python, name, chunks=rendered.chunks, original=analysis, module=spec.module
+    )
     started(checks)
     rest()
     template = GeneratedCode(

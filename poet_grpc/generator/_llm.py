@@ -356,7 +356,7 @@ class GeminiGenerator:
         except _PolicyError as exc:
             return LLMOutcome(POLICY_REJECTED, _short(str(exc)), attempts=attempts)
         try:
-            check_generated(spec.original_code, python, name, sandbox=sandbox)
+            check_generated(spec.original_code, python, name, sandbox=sandbox, module=spec.module)
         except GateError as exc:
             status = MALFORMED_OUTPUT if exc.check in _MALFORMED_CHECKS else GATE_REJECTED
             return LLMOutcome(status, _short(f"{exc.check}: {exc.description}"), attempts=attempts)

@@ -5,8 +5,10 @@ optimize_for (applied to the domain's defaults, before the request's config):
 - "reliability" (default): the domain's defaults unchanged.
 - "performance": at most 1 retry, backoff base at most 0.05 s and a single delay at
   most 1 s, container element checks off (they cost time proportional to the data).
-- "safety": stricter checks: input and output validation on, container element
-  checks on, NaN and infinite floats rejected on float-annotated values.
+- "safety": stricter checks: input and output validation on and enforced (a value
+  its annotation does not allow is refused with TypeError, annotation_checks
+  "enforce"), container element checks on, NaN and infinite floats rejected on
+  float-annotated values.
 
 The request's config wins over both. Known keys are type-checked (a JSON number
 such as 3.0 is accepted for an integer) and range-checked; "retries" and "timeout"
@@ -56,6 +58,7 @@ def _performance(p: dict[str, Any]) -> None:
 def _safety(p: dict[str, Any]) -> None:
     p["validate_inputs"] = True
     p["validate_outputs"] = True
+    p["annotation_checks"] = "enforce"
     p["check_element_types"] = True
     p["reject_non_finite_floats"] = True
 

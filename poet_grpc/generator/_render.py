@@ -17,23 +17,20 @@ points of the enhanced function (see domains._types.DomainCode).
 from __future__ import annotations
 
 import ast
-import builtins
-import functools
 import json
-import symtable
+import re
+import textwrap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from poet_grpc.generator import _domain_code, _emitter, _runtime
 from poet_grpc.generator._analysis import Analysis, ModuleScope, def_header
-from poet_grpc.generator._errors import AnalysisError
 from poet_grpc.generator._typecheck import (
     Check,
     accepts_float,
     describe,
     expression,
-    names_used,
     parameter_defaults,
     translate,
 )
@@ -78,12 +75,22 @@ class _Stage:
 
 
 def render(
-    analysis: Analysis, params: Mapping[str, Any], *, domain: str, optimize_for: str, version: str = ""
+    analysis: Analysis,
+    params: Mapping[str, Any],
+    *,
+    domain: str,
+    optimize_for: str,
+    version: str = "",
+    module: str = "",
 ) -> Rendered:
-    info, node, scope = analysis.info, analysis.node, analysis.scope
+    """The enhanced module: the original with a POET section for the function (see the
+    module docstring). `module`: the dotted name of the original module, which makes
+    the function's identity in its events ("mypkg.text.first")."""
+    info, node = analysis.info, analysis.node
     name = info.name
-    original = f"_poet_original_{name}"
-    call = f"{original}({_forward(node.args)})"
+    identity = f"{module}.{name}" if module else name
+    factory = f"{FACTORY_PREFIX}{name}"
+    call = f"{ORIGINAL}({_forward(node.args)})"
     operate = not info.is_generator
 
     perceive = _perceive(analysis, params) if params["validate_inputs"] else None
@@ -94,17 +101,16 @@ def render(
         features |= stage.features if stage else set()
     if operate and params["max_retries"] > 0:
         features.add(RETRY)
-    if operate and params["timeout_seconds"] > 0:
+    hard_timeout = operate and not info.is_async and bool(params.get("hard_timeout"))
+    if operate and params["timeout_seconds"] > 0 and (info.is_async or hard_timeout):
         features.add(TIMEOUT)
     finite = FINITE_VALIDATION in features
 
-    imports = ["contextvars", "functools", "threading", "time"]
+    imports = ["collections.abc", "contextvars", "functools", "threading", "time"]
     if info.is_async and operate:
         imports.append("asyncio")
     if any("_poet_numbers." in p for stage in (perceive, enforce) if stage for p in stage.predicates):
         imports.append("numbers")
-    if any("_poet_abc." in p for stage in (perceive, enforce) if stage for p in stage.predicates):
-        imports.append("collections.abc")
     if finite:
         imports.append("math")
     if operate:
@@ -115,6 +121,8 @@ def render(
         "\n".join(
             [
                 f"_POET_FUNCTION = {_literal(name)}",
+                f"_POET_IDENTITY = {_literal(identity)}",
+                '"""The function\'s identity in the service: its module and name."""',
                 f"_POET_DOMAIN = {_literal(domain)}",
                 f"_POET_OPTIMIZE_FOR = {_literal(optimize_for)}",
                 f"_POET_VERSION = {_literal(version)}",
@@ -124,40 +132,93 @@ def render(
         )
         + "\n"
         + _runtime.STATE.format(transient=", ".join(_runtime.TRANSIENT_ERRORS), name=name)
-        + (_runtime.JITTER if operate else "")
-        + f"{original} = {name}",
+        + (_runtime.JITTER if operate else ""),
     ]
     blocks += [p for stage in (perceive, enforce) if stage for p in stage.predicates]
-    if perceive and perceive.statements:
-        blocks.append(_runtime.ARGUMENT_ERROR)
-    if enforce and enforce.statements:
-        blocks.append(_runtime.RESULT_ERROR)
+    if any(stage and stage.statements for stage in (perceive, enforce)):
+        blocks.append(_runtime.VIOLATION)
     if finite:
         blocks.append(_runtime.FINITE)
     if operate:
         blocks.append(_runtime.BACKOFF)
-        blocks.append(_runtime.OPERATE_ASYNC if info.is_async else _runtime.OPERATE_SYNC)
+        if info.is_async:
+            blocks.append(_runtime.OPERATE_ASYNC)
+        else:
+            blocks.append(_runtime.OPERATE_SYNC)
+            if hard_timeout:
+                blocks.append(_runtime.OPERATE_THREAD)
     blocks.append(_runtime.TRAIN)
-    blocks.append(_emitter.CANONICAL)  # fixed text: the gate recognises it
     blocks += domain_code.runtime
-    enhanced = _enhanced_function(analysis, params, call, perceive, enforce, domain_code)
+    enhanced = _enhanced_function(analysis, params, call, perceive, enforce, domain_code, hard_timeout)
     blocks.append(enhanced)
-    blocks.append(_finish(analysis, original) + "".join(line + "\n" for line in domain_code.finish))
-    plain = enhanced.replace(def_header(node), _plain_header(node), 1)
-    _check_builtins([plain if block is enhanced else block for block in blocks], scope, name)
+    blocks.append(_finish(analysis) + "".join(line + "\n" for line in domain_code.finish) + f"return {name}\n")
 
     header = (
         "# Generated by POET's template generator. Do not edit: regenerate it through the POET service.\n"
         f"# Enhances {name}() for domain {domain!r}, optimised for {optimize_for!r}.\n"
-        "# The original module follows unchanged. The POET section after it keeps the original\n"
-        f"# function as {original} and redefines {name}() with the same signature, adding the\n"
-        "# stages Perceive (argument checks), Operate (retries, deadline), Enforce (result check)\n"
-        f"# and Train (metrics in {name}.poet_metrics). Standard library only.\n"
+        "# The original module follows unchanged but for one line: right above `def "
+        f"{name}`, the decorator\n"
+        f"# @{factory}, defined just before, wraps the original function (under any decorators\n"
+        "# it has) with the stages Perceive (argument checks), Operate (retries), Enforce (result\n"
+        f"# check) and Train (metrics in {name}.poet_metrics). Standard library only.\n"
     )
-    source = analysis_source(analysis)
-    chunks = (header + "\n" + source + "\n\n# " + "=" * 28 + " POET section " + "=" * 28 + "\n",) + _top_level_chunks(blocks)
+    before, after = _split_at_function(analysis)
+    section = _section(factory, name, blocks)
+    emitter = "" if _emitter_before(analysis) else _emitter.CANONICAL + "\n\n\n"
+    rule = "# " + "=" * 24 + f" POET section of {name}() " + "=" * 24 + "\n"
+    chunks = [header + "\n" + before + ("\n\n" if before.strip() else "") + rule]
+    if emitter:
+        chunks.append(emitter)
+    chunks.append(section + "\n\n")
+    chunks.append(after)
     optimizations = tuple(o for o in OPTIMIZATION_ORDER if o in features) + domain_code.features
-    return Rendered(python="".join(chunks), optimizations=optimizations, chunks=chunks)
+    return Rendered(python="".join(chunks), optimizations=optimizations, chunks=tuple(chunks))
+
+
+FACTORY_PREFIX = "_poet_enhance_"
+"""The factory of a function's POET section is _poet_enhance_<name>."""
+ORIGINAL = "_poet_original"
+"""Inside the factory: the original function, undecorated."""
+
+
+def _section(factory: str, name: str, blocks: list[str]) -> str:
+    """The factory: every block inside it (their names are its locals, so each enhanced
+    function of a module has its own), the builtins they read bound first."""
+    body = re.sub(r"\n{3,}", "\n\n", "\n\n".join(b.strip("\n") for b in blocks) + "\n")
+    used = sorted(_domain_code.builtins_read(body))
+    lines = [
+        f"def {factory}({ORIGINAL}):",
+        f'{INDENT}"""POET section of {name}(): its parameters, metrics and helpers, apart from any other',
+        f"{INDENT}enhanced function of this module. Applied as {name}()'s innermost decorator, it returns",
+        f'{INDENT}the enhanced function wrapping the original."""',
+    ]
+    if used:
+        names = textwrap.wrap(", ".join(used), 100 - 2 * len(INDENT), break_on_hyphens=False)
+        lines += [f"{INDENT}from builtins import (", *(2 * INDENT + n for n in names), f"{INDENT})"]
+    lines.append("")
+    lines += [(INDENT + line) if line.strip() else "" for line in body.rstrip("\n").split("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def _split_at_function(analysis: Analysis) -> tuple[str, str]:
+    """The original source before the function's first decorator (or def) line, and
+    from there on with `@_poet_enhance_<name>` inserted right above the def line."""
+    node = analysis.node
+    lines = analysis_source(analysis).splitlines(keepends=True)
+    first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
+    def_line = node.lineno - 1
+    before = "".join(lines[:first])
+    after = "".join(lines[first:def_line]) + f"@{FACTORY_PREFIX}{node.name}\n" + "".join(lines[def_line:])
+    return before, after
+
+
+def _emitter_before(analysis: Analysis) -> bool:
+    """The original already holds the canonical emitter block above the function (a
+    module enhanced before, function by function)."""
+    from poet_grpc.generator._capabilities import emitter_block
+
+    indices = emitter_block(analysis.tree, analysis.source)
+    return any(analysis.tree.body[i].lineno < analysis.node.lineno for i in indices)
 
 
 def analysis_source(analysis: Analysis) -> str:
@@ -192,6 +253,7 @@ def _perceive(analysis: Analysis, params: Mapping[str, Any]) -> _Stage:
     statements: list[str] = []
     features: set[str] = set()
     defaults = parameter_defaults(node.args)
+    shadowed = frozenset(a.arg for a in _all_args(node.args))
     for arg in _all_args(node.args):
         checked = _checked(arg.annotation, scope, params, defaults.get(arg.arg))
         if checked is None:
@@ -217,9 +279,10 @@ def _perceive(analysis: Analysis, params: Mapping[str, Any]) -> _Stage:
         else:
             value, label, what = pname, _literal(pname), _literal(f"argument {pname!r}")
             body = []
+        fast = _fast_test(check, value, has_elements, shadowed)
         checks = [
-            f"if not {predicate}({value}):",
-            f"{INDENT}raise _poet_argument_error({label}, {expected}, {value}{show})",
+            f"if not ({fast}{predicate}({value})):",
+            f"{INDENT}_poet_violation({label}, {expected}, {value}{show})",
         ]
         if finite:
             checks += [f"if not _poet_is_finite({value}):", f"{INDENT}raise _poet_non_finite_error({what}, {value})"]
@@ -235,9 +298,10 @@ def _enforce(analysis: Analysis, params: Mapping[str, Any]) -> _Stage:
     check, expr, has_elements = checked
     expected, show_value = describe(check, ast.unparse(node.returns))
     features = {OUTPUT_VALIDATION} | ({ELEMENT_VALIDATION} if has_elements else set())
+    fast = _fast_test(check, "_poet_result", has_elements, frozenset(a.arg for a in _all_args(node.args)))
     statements = [
-        "if not _poet_accepts_return(_poet_result):",
-        f"{INDENT}raise _poet_result_error({_literal(expected)}, _poet_result{', True' if show_value else ''})",
+        f"if not ({fast}_poet_accepts_return(_poet_result)):",
+        f'{INDENT}_poet_violation("", {_literal(expected)}, _poet_result{", True" if show_value else ""})',
     ]
     if params["reject_non_finite_floats"] and accepts_float(check):
         features.add(FINITE_VALIDATION)
@@ -258,9 +322,45 @@ def _checked(
         return None
     elements = bool(params["check_element_types"])
     expr = expression(check, "value", elements=elements)
-    if not all(scope.is_builtin(n) for n in names_used(expr) if hasattr(builtins, n)):
-        return None  # the module rebinds a builtin the check needs: no check
     return check, expr, elements and expr != expression(check, "value", elements=False)
+
+
+_FAST_CLASSES = {
+    "int": ("int",),
+    "float": ("float", "int"),
+    "complex": ("complex", "float", "int"),
+    "bool": ("bool",),
+    "str": ("str",),
+    "bytes": ("bytes",),
+    "list": ("list",),
+    "tuple": ("tuple",),
+    "set": ("set",),
+    "frozenset": ("frozenset",),
+    "dict": ("dict",),
+    "iterable": ("list", "tuple"),
+    "collection": ("list", "tuple"),
+    "sequence": ("list", "tuple"),
+}
+"""Exact classes a check surely accepts (the common case, tested before the full check:
+`x.__class__ is int` costs a fraction of isinstance against a numbers ABC)."""
+
+
+def _fast_test(check: Check, value: str, has_elements: bool, shadowed: frozenset[str]) -> str:
+    """"value.__class__ is C or " tests for the check's common exact classes, or "" when
+    elements must be checked too, or a parameter shadows a class name."""
+    if has_elements:
+        return ""
+    tests: list[str] = []
+    for member in check.members():
+        if member.kind == "none":
+            tests.append(f"{value} is None")
+        for cls in _FAST_CLASSES.get(member.kind, ()):
+            if cls in shadowed:
+                return ""
+            test = f"{value}.__class__ is {cls}"
+            if test not in tests:
+                tests.append(test)
+    return "".join(t + " or " for t in tests[:3])
 
 
 def _predicate(function: str, about: str, annotation: ast.expr, expr: str) -> str:
@@ -289,26 +389,22 @@ def _enhanced_function(
     perceive: _Stage | None,
     enforce: _Stage | None,
     domain: _domain_code.DomainCode,
+    hard_timeout: bool,
 ) -> str:
     """The enhanced def; `domain` parts go where _domain_code.DomainCode says."""
     info = analysis.info
-    name = info.name
-    wait = "await " if info.is_async else ""
     body = [
-        "if _poet_in_call.get():",
-        f"{INDENT}# A call from inside {name}() itself (recursion): run the original directly.",
-        f"{INDENT}return {wait}{call}",
-        "_poet_token = _poet_in_call.set(True)",
-        "_poet_started = _poet_time.perf_counter()",
-        "_poet_cpu = _poet_execution_start()",
         '_poet_stage = "perceive"',
+        "# Train: the call's start and CPU time, measured only when events are configured.",
+        '_poet_cpu = (_POET_PARAMS.get("events_url") or _POET_EVENTS_ENV_URL) and _poet_time.process_time()',
+        "_poet_started = _poet_cpu and _poet_clock()",
         "try:",
     ]
     stages: list[str] = list(domain.start)
     if perceive is None:
         stages.append("# Perceive: argument checks are off (validate_inputs).")
     elif perceive.statements:
-        stages.append("# Perceive: arguments against their annotations.")
+        stages.append("# Perceive: arguments against their annotations (observed or enforced: _poet_violation).")
         stages += perceive.statements
     else:
         stages.append("# Perceive: no parameter has a checkable annotation.")
@@ -316,17 +412,53 @@ def _enhanced_function(
         stages += ["# Perceive: the domain's argument rules.", *domain.perceive]
     stages.append('_poet_stage = "operate"')
     stages += domain.before_operate
-    if info.is_generator:
+    if info.is_generator and info.is_async:
         stages += [
-            "# Operate: calling a generator function only creates the generator;",
-            "# there is nothing to retry or time out.",
-            f"_poet_result = {call}",
+            "# Operate: the original async generator, item by item: asend/athrow/aclose reach it as",
+            "# sent; nothing is retried, so no item is ever yielded twice.",
+            f"_poet_inner = {call}",
+            "_poet_next = _poet_inner.asend(None)",
+            "while True:",
+            f"{INDENT}try:",
+            f"{INDENT * 2}_poet_item = await _poet_next",
+            f"{INDENT}except StopAsyncIteration:",
+            f"{INDENT * 2}break",
+            f"{INDENT}try:",
+            f"{INDENT * 2}_poet_sent = yield _poet_item",
+            f"{INDENT}except GeneratorExit:",
+            f"{INDENT * 2}await _poet_inner.aclose()",
+            f"{INDENT * 2}raise",
+            f"{INDENT}except BaseException as _poet_thrown:",
+            f"{INDENT * 2}_poet_next = _poet_inner.athrow(_poet_thrown)",
+            f"{INDENT}else:",
+            f"{INDENT * 2}_poet_next = _poet_inner.asend(_poet_sent)",
+            "_poet_result = None",
         ]
-    else:
-        operate = "await _poet_operate_async" if info.is_async else "_poet_operate"
+    elif info.is_generator:
+        stages += [
+            "# Operate: the original generator, delegated to (send/throw/close reach it); nothing",
+            "# is retried, so no item is ever yielded twice.",
+            f"_poet_result = yield from {call}",
+        ]
+    elif info.is_async:
         stages += [
             "# Operate: the original, retried on transient errors, under the deadline.",
-            f"_poet_result = {operate}(lambda: {call})",
+            f"_poet_result = await _poet_operate_async(lambda: {call})",
+        ]
+    elif hard_timeout:
+        stages += [
+            "# Operate: the original in a worker thread under the hard deadline, retried on transient errors.",
+            f"_poet_result = _poet_operate_thread(lambda: {call})",
+        ]
+    else:
+        stages += [
+            "# Operate: the original; a transient error is retried (_poet_retry).",
+            "try:",
+            f"{INDENT}_poet_result = {call}",
+            "except Exception as _poet_error:",
+            f"{INDENT}if not _poet_should_retry(_poet_error):",
+            f"{INDENT * 2}raise",
+            f"{INDENT}_poet_result = _poet_retry(_poet_error, lambda: {call})",
         ]
     if info.is_generator:
         stages.append("# Enforce: the items a generator yields are not checked.")
@@ -340,36 +472,40 @@ def _enhanced_function(
     if domain.enforce:
         stages += ['_poet_stage = "enforce"', "# Enforce: the domain's result rules.", *domain.enforce]
     body += [INDENT + line for line in stages]
+    if info.is_generator:
+        body += [
+            "except GeneratorExit:  # closed early: the caller stopped, nothing failed",
+            f'{INDENT}_POET_METRICS["successes"] += 1',
+            f"{INDENT}raise",
+        ]
     body += [
         "except BaseException as _poet_error:",
         *(INDENT + line for line in domain.on_error),
         f"{INDENT}# Train: record the failure; the exception itself propagates unchanged.",
-        f"{INDENT}_poet_train(_poet_stage, _poet_error, _poet_started, _poet_cpu)",
+        f"{INDENT}_poet_failed(_poet_stage, _poet_error, _poet_started, _poet_cpu)",
         f"{INDENT}raise",
-        "finally:",
-        f"{INDENT}_poet_in_call.reset(_poet_token)",
         *domain.on_success,
-        "# Train: record the success.",
-        '_poet_train("success", None, _poet_started, _poet_cpu)',
-        "return _poet_result",
+        "# Train: record the success (calls = successes + failures).",
+        '_POET_METRICS["successes"] += 1',
+        "if _poet_cpu:",
+        f"{INDENT}_poet_succeeded(_poet_started, _poet_cpu)",
+        "return _poet_result" if not (info.is_generator and info.is_async) else "return",
     ]
-    header = def_header(analysis.node, docstring=True)
+    header = def_header(analysis.node, docstring=True).replace(def_header(analysis.node), _plain_header(analysis.node), 1)
     return header + "\n" + "\n".join(INDENT + line for line in body) + "\n"
 
 
-def _finish(analysis: Analysis, original: str) -> str:
-    info, args = analysis.info, analysis.node.args
-    name = info.name
-    lines = [f"_poet_functools.update_wrapper({name}, {original})  # __wrapped__, __doc__, __dict__..."]
-    has_defaults = bool(args.defaults) or any(d is not None for d in args.kw_defaults)
-    if has_defaults and not info.decorators:
-        lines += [
-            "# Share the original's default values (the same objects, not second evaluations).",
-            f"{name}.__defaults__ = {original}.__defaults__",
-            f"{name}.__kwdefaults__ = {original}.__kwdefaults__",
-        ]
-    lines += [f"{name}.poet_metrics = _POET_METRICS", f"{name}.poet_params = _POET_PARAMS"]
-    lines.append(f"{name}.poet_flush_events = _poet_flush_events")
+def _finish(analysis: Analysis) -> str:
+    name = analysis.info.name
+    lines = [
+        f"_poet_functools.update_wrapper({name}, {ORIGINAL})  # __wrapped__, __doc__, __qualname__, __dict__...",
+        "# The original's default values (the same objects: the def above has placeholders).",
+        f"{name}.__defaults__ = {ORIGINAL}.__defaults__",
+        f"{name}.__kwdefaults__ = {ORIGINAL}.__kwdefaults__",
+        f"{name}.poet_metrics = _poet_Metrics()",
+        f"{name}.poet_params = _POET_PARAMS",
+        f"{name}.poet_flush_events = _poet_flush_events",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -414,38 +550,3 @@ def _plain_header(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
     )
     plain = type(node)(name=node.name, args=args, body=[ast.Pass()], decorator_list=[], returns=None, type_comment=None)
     return def_header(plain)
-
-
-@functools.lru_cache(maxsize=512)
-def _globals_read(block: str) -> frozenset[str]:
-    """Names a block of top-level statements reads as globals (symtable), cached:
-    most blocks are the same fixed helpers in every version. A block on its own
-    may count a name the section assigns elsewhere: stricter, never looser."""
-    read: set[str] = set()
-
-    def visit(table: symtable.SymbolTable) -> None:
-        for symbol in table.get_symbols():
-            module_level = table.get_type() == "module" and not symbol.is_assigned() and not symbol.is_imported()
-            if symbol.is_referenced() and (symbol.is_global() or module_level):
-                read.add(symbol.get_name())
-        for child in table.get_children():
-            visit(child)
-
-    visit(symtable.symtable(block, "<poet-section>", "exec"))
-    return frozenset(read)
-
-
-def _check_builtins(blocks: list[str], scope: ModuleScope, name: str) -> None:
-    """The POET section must not read a builtin that the original module rebinds
-    (the enhanced def given with its annotations and defaults stripped)."""
-    if not any(hasattr(builtins, n) for n in scope.bound if n != name):
-        return  # the module rebinds no builtin: nothing to clash with
-    read: set[str] = set()
-    for block in blocks:
-        read |= _globals_read(block.strip("\n"))
-    clashes = sorted(n for n in read if hasattr(builtins, n) and n in scope.bound and n != name)
-    if clashes:
-        raise AnalysisError(
-            "original_code",
-            "the module rebinds builtin name(s) the generated code relies on: " + ", ".join(clashes),
-        )

@@ -28,6 +28,7 @@ from ..core.models import (
     FunctionVersion,
     GeneratedCode,
     VersionMetrics,
+    split_identity,
 )
 from . import _migrations, _projector
 from ._errors import StoreError
@@ -695,6 +696,9 @@ def _metrics_from_row(r: dict[str, Any]) -> VersionMetrics:
 
 
 def _version_from_row(r: dict[str, Any]) -> FunctionVersion:
+    # The row is keyed by the function's identity ("mypkg.text.first" or "first"):
+    # the spec gets its module and name back, so a regeneration sees the same module.
+    module, name = split_identity(r["function_name"])
     return FunctionVersion(
         function_name=r["function_name"],
         version=r["version"],
@@ -702,7 +706,8 @@ def _version_from_row(r: dict[str, Any]) -> FunctionVersion:
         created_at=r["created_at"],
         status=r["status"],
         spec=EnhancementSpec(
-            function_name=r["function_name"],
+            function_name=name,
+            module=module,
             original_code=r["original_code"],
             domain=r["domain"],
             optimize_for=r["optimize_for"],

@@ -134,7 +134,7 @@ def test_the_event_emitter_sends_its_token(secured, tmp_path) -> None:
             import triple_enhanced as m
             assert m.triple(2) == 6
             m._poet_flush_events(10)
-            print(m._POET_METRICS["events_sent"], m._POET_METRICS["events_failed"])
+            print(m.triple.poet_metrics["events_sent"], m.triple.poet_metrics["events_failed"])
         """)
         env = dict(os.environ, POET_EVENTS_URL=secured.url, SSL_CERT_FILE=str(secured.tls.ca))
         without = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)

@@ -36,7 +36,8 @@ async def gemini_stub(settings, gemini):
 async def test_gemini_writes_the_version_when_its_code_passes_the_gate(gemini_stub, gemini):
     # What a model might answer: the reference module with its own touch.
     reference = generate(EnhancementSpec(function_name="area", original_code=CODE), version="v1").python
-    gemini.push(code_reply(reference.replace("def area(", "# Reviewed: areas of rectangles.\ndef area(", 1)))
+    anchor = "@_poet_enhance_area\ndef area("
+    gemini.push(code_reply(reference.replace(anchor, "# Reviewed: areas of rectangles.\n" + anchor, 1)))
     response = await gemini_stub.Enhance(pb.EnhanceRequest(function_name="area", original_code=CODE))
     assert response.metadata.generator == "gemini"
     assert "# Reviewed: areas of rectangles." in response.enhanced_code.python

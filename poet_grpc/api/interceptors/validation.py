@@ -10,7 +10,9 @@ are checked by the core.
 
 from __future__ import annotations
 
+import keyword
 import re
+import unicodedata
 from typing import Callable, Iterator
 
 import grpc
@@ -25,6 +27,9 @@ from poet_grpc.api.interceptors._wrap import UndecodableRequest, check_first, to
 Rule = Callable[[Message, Settings], Iterator[FieldViolation]]
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+MAX_MODULE = 200
+"""Longest context.module, in characters; a qualified function name is at most
+MAX_MODULE + 1 + 128."""
 VERSION_LABEL = re.compile(r"v[1-9][0-9]{0,8}")
 RESERVED_EVENT_TYPES = {
     "enhancement.completed": "use Enhance",
@@ -85,9 +90,64 @@ def max_length(path: str, limit: int | Callable[[Settings], int], unit: str = "c
     return rule
 
 
-def function_name(path: str = "function_name", *, optional: bool = False) -> list[Rule]:
-    what = "a Python identifier of at most 128 characters"
-    return ([] if optional else [required(path)]) + [matches(path, IDENTIFIER, what)]
+def module_problem(module: str) -> str | None:
+    """What is wrong with a module's dotted name ("mypkg.text"), or None. Each part is
+    a Python identifier (str.isidentifier: non-ASCII letters too), not a keyword (an
+    import statement could not name it), and in NFKC form (Python reads identifiers
+    so: two spellings of one name would be two identities)."""
+    if len(module) > MAX_MODULE:
+        return f"is {len(module)} characters; the limit is {MAX_MODULE}"
+    for part in module.split("."):
+        if not part.isidentifier():
+            return f'must be dot-separated Python identifiers like "mypkg.text", got {module[:80]!r}'
+        if keyword.iskeyword(part):
+            return f"{part!r} is a Python keyword, which no importable module is named"
+        normal = unicodedata.normalize("NFKC", part)
+        if normal != part:
+            return f"{part[:80]!r} is not in NFKC form, as Python reads identifiers: write {normal[:80]!r}"
+    return None
+
+
+def function_identity_problem(name: str) -> str | None:
+    """What is wrong with a function's identity (a bare name, or one qualified by its
+    module: "mypkg.text.first"), or None."""
+    module, dot, bare = name.rpartition(".")
+    if not IDENTIFIER.fullmatch(bare) or (dot and module_problem(module)):
+        return (f"must be a function name (a Python identifier of at most 128 characters), bare or qualified by "
+                f"its module (dot-separated identifiers, at most {MAX_MODULE} characters) like "
+                f'"mypkg.text.first"; got {name[:80]!r}')
+    return None
+
+
+def function_name(path: str = "function_name", *, optional: bool = False, qualified: bool = False,
+                  module_field: str = "") -> list[Rule]:
+    """The function_name field: a bare Python identifier, or (qualified: the RPCs that
+    address a function by its identity) a bare or module-qualified one. module_field:
+    where a dotted name's module belongs instead (named in the refusal)."""
+
+    def rule(m, s):
+        text = _get(m, path)
+        if not text:
+            return
+        if qualified:
+            problem = function_identity_problem(text)
+            if problem is not None:
+                yield FieldViolation(path, problem)
+        elif not IDENTIFIER.fullmatch(text):
+            hint = f"; give the module in {module_field}" if module_field and "." in text else ""
+            yield FieldViolation(path, f"must be a Python identifier of at most 128 characters, got {text[:80]!r}{hint}")
+
+    return ([] if optional else [required(path)]) + [rule]
+
+
+def module(path: str) -> Rule:
+    def rule(m, s):
+        text = _get(m, path)
+        problem = module_problem(text) if text else None
+        if problem is not None:
+            yield FieldViolation(path, problem)
+
+    return rule
 
 
 def source_code(path: str) -> list[Rule]:
@@ -223,9 +283,10 @@ def _published_events(m: pb.PublishEventsRequest, s: Settings) -> Iterator[Field
         if function_name:
             ok = name_ok.get(function_name)
             if ok is None:
-                ok = name_ok[function_name] = IDENTIFIER.fullmatch(function_name) is not None
+                ok = name_ok[function_name] = function_identity_problem(function_name) is None
             if not ok:
-                yield FieldViolation(f"events[{i}].function_name", "must be a Python identifier")
+                yield FieldViolation(f"events[{i}].function_name",
+                                     'must be a function name, bare or qualified by its module like "mypkg.text.first"')
         if event.HasField("timestamp"):
             problem = _timestamp_problem(event.timestamp)
             if problem is not None:
@@ -262,7 +323,8 @@ def _replay_selection(m: pb.ReplayDeadLettersRequest, s: Settings) -> Iterator[F
 
 RULES: dict[type[Message], list[Rule]] = {
     pb.EnhanceRequest: [
-        *function_name(),
+        *function_name(module_field="context.module"),
+        module("context.module"),
         *source_code("original_code"),
         max_length("domain", 64),
         max_length("optimize_for", 64),
@@ -288,7 +350,7 @@ RULES: dict[type[Message], list[Rule]] = {
         request_id(),
     ],
     pb.SubmitFeedbackRequest: [
-        *function_name(),
+        *function_name(qualified=True),
         required("version"),
         matches("version", VERSION_LABEL, 'a version label like "v2"'),
         max_length("execution_id", MAX_ID),
@@ -296,22 +358,22 @@ RULES: dict[type[Message], list[Rule]] = {
         _feedback_values,
         request_id(),
     ],
-    pb.ListVersionsRequest: [*function_name(), non_negative("page_size")],
-    pb.GetVersionRequest: [*function_name(), required("version"), _version_label],
+    pb.ListVersionsRequest: [*function_name(qualified=True), non_negative("page_size")],
+    pb.GetVersionRequest: [*function_name(qualified=True), required("version"), _version_label],
     pb.ActivateVersionRequest: [
-        *function_name(),
+        *function_name(qualified=True),
         required("version"),
         matches("version", VERSION_LABEL, 'a version label like "v2"'),
         max_length("reason", MAX_TEXT),
     ],
     pb.DeprecateVersionRequest: [
-        *function_name(),
+        *function_name(qualified=True),
         required("version"),
         matches("version", VERSION_LABEL, 'a version label like "v2"'),
         max_length("reason", MAX_TEXT),
     ],
     pb.ListEventsRequest: [
-        *function_name(optional=True),
+        *function_name(optional=True, qualified=True),
         max_length("event_type", 200),
         _type_pattern,
         max_length("correlation_id", MAX_ID),
@@ -320,7 +382,7 @@ RULES: dict[type[Message], list[Rule]] = {
         _time_range,
     ],
     pb.StreamEventsRequest: [
-        *function_name(optional=True),
+        *function_name(optional=True, qualified=True),
         max_length("event_type", 200),
         _type_pattern,
         max_length("correlation_id", MAX_ID),

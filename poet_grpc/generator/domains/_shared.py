@@ -7,14 +7,10 @@ from poet_grpc.generator.domains._types import DomainCode, DomainParam, Target
 
 EMIT = '''
 def _poet_domain_emit(event_type, payload, correlation_id=""):
-    """Hand a domain event to the module's _poet_emit (which never raises or blocks and
-    sends only when the service is configured); a module without one emits nothing."""
+    """Hand a domain event to the function's _poet_function_emit (which never raises or
+    blocks and sends only when the service is configured)."""
     try:
-        emit = _poet_emit
-    except NameError:
-        return
-    try:
-        emit(event_type, payload, correlation_id=correlation_id)
+        _poet_function_emit(event_type, payload, correlation_id=correlation_id)
     except Exception:
         pass
 '''

@@ -154,23 +154,40 @@ _RELIABILITY: tuple[DomainParam, ...] = (
     ),
     DomainParam(
         "timeout_seconds",
-        "Deadline of the whole call, retries and delays included; 0 disables it. An async function is "
-        "cancelled at the deadline; a sync function runs in a worker thread that cannot be stopped, so "
-        "after the TimeoutError it keeps running in the background until it returns.",
+        "Deadline of the call; 0 disables it. An async function is cancelled at the deadline (the event "
+        "loop's own timeout). A sync function is not interrupted (Python cannot stop it): no retry starts "
+        "that would end past the deadline, counted from the first failure; see hard_timeout.",
         30.0,
+    ),
+    DomainParam(
+        "hard_timeout",
+        "Sync functions: run each call in a worker thread, so that the caller gets TimeoutError at "
+        "timeout_seconds. Costs a thread per call (about 100 microseconds); the caller's thread-locals are "
+        "not visible and its locks not held inside; after the TimeoutError the call runs on in the "
+        "background until it returns. Off by default.",
+        False,
     ),
     DomainParam(
         "validate_inputs",
         "Perceive: check arguments against simple type annotations (int, float, str, bool, list, dict, "
-        "tuple, Optional/unions...); a mismatch raises TypeError naming the parameter. Also switches the "
-        "domain's own argument checks on or off.",
+        "tuple, Optional/unions...), as annotation_checks says. Also switches the domain's own argument "
+        "checks on or off.",
         True,
     ),
     DomainParam(
         "validate_outputs",
-        "Enforce: check the result against a simple return annotation; a mismatch raises TypeError. Also "
+        "Enforce: check the result against a simple return annotation, as annotation_checks says. Also "
         "switches the domain's own result checks on or off.",
         True,
+    ),
+    DomainParam(
+        "annotation_checks",
+        "What a value its annotation does not allow does: \"observe\" (default): the call goes on as the "
+        "original's would, the violation is counted (contract_violations) and reported once per parameter "
+        "and type (a function.contract_violation event); \"enforce\": TypeError naming the parameter, the "
+        "call refused (optimize_for=safety). Domain rules that refuse dangerous input always refuse it.",
+        "observe",
+        choices=("observe", "enforce"),
     ),
     DomainParam(
         "check_element_types",
@@ -193,4 +210,7 @@ def reliability_parameters(**defaults: Any) -> tuple[DomainParam, ...]:
     unknown = set(defaults) - set(RELIABILITY_NAMES)
     if unknown:
         raise ValueError(f"not reliability parameters: {sorted(unknown)}")
-    return tuple(DomainParam(p.name, p.description, defaults.get(p.name, p.default)) for p in _RELIABILITY)
+    return tuple(
+        DomainParam(p.name, p.description, defaults.get(p.name, p.default), p.minimum, p.maximum, p.choices)
+        for p in _RELIABILITY
+    )

@@ -246,7 +246,7 @@ def _poet_monitor_drift(reference, current, feature, started, cpu_started):
             "drift.detected",
             {
                 "execution_id": execution_id,
-                "function_name": _POET_FUNCTION,
+                "function_name": _POET_IDENTITY,
                 "model_name": model,
                 "feature_name": feature,
                 "drift_score": score,
@@ -265,7 +265,7 @@ def _poet_monitor_drift(reference, current, feature, started, cpu_started):
         "monitoring.completed",
         {
             "execution_id": execution_id,
-            "function_name": _POET_FUNCTION,
+            "function_name": _POET_IDENTITY,
             "model_name": model,
             "features_monitored": [feature] if statistics is not None else [],
             "overall_health": health,
@@ -302,7 +302,7 @@ def code(target: Target) -> DomainCode:
     reference, current = pair
     return DomainCode(
         runtime=(EMIT, STATISTICS, MONITOR),
-        start=("_poet_cpu_started = _poet_time.process_time()",),
+        start=("_poet_started = _poet_started or _poet_clock()", "_poet_cpu_started = _poet_time.process_time()"),
         on_success=(
             f"_poet_monitor_drift({reference.name}, {current.name}, {literal(current.name)}, "
             "_poet_started, _poet_cpu_started)",

@@ -19,12 +19,20 @@ import pytest
 
 from poet_grpc.core.models import EnhancementSpec, GeneratedCode
 from poet_grpc.generator import generate
+from unit.generator.section_support import expose_sections
 
 _CACHE: dict[str, GeneratedCode] = {}
 _COUNTER = itertools.count()
 
+ENFORCED = {"annotation_checks": "enforce"}
+"""The config these tests generate with unless they set annotation_checks: most check what a
+refused value does (the default, "observe", is tested in test_generator_observe.py)."""
+
+
 def generated(source: str, name: str = "", **spec: Any) -> GeneratedCode:
-    """generate() for this spec, computed once per test session (generation is deterministic)."""
+    """generate() for this spec, computed once per test session (generation is deterministic).
+    Annotation checks are enforced unless the config says otherwise (see ENFORCED)."""
+    spec["config"] = {**ENFORCED, **spec.get("config", {})}
     key = json.dumps([source, name, spec], sort_keys=True)
     if key not in _CACHE:
         _CACHE[key] = generate(EnhancementSpec(function_name=name, original_code=source, **spec))
@@ -52,6 +60,7 @@ def load(tmp_path: Path) -> Iterator[Callable[[str], ModuleType]]:
         sys.modules[module_name] = module
         names.append(module_name)
         spec.loader.exec_module(module)
+        expose_sections(module)
         return module
 
     yield _load
@@ -68,3 +77,4 @@ def enhance(load: Callable[[str], ModuleType]) -> Callable[..., tuple[ModuleType
         return load(source), load(code.python)
 
     return _enhance
+

@@ -18,6 +18,7 @@ def generated(source: str, name: str, domain: str, config: dict[str, Any]) -> Ge
     """generate() for this spec, once per test session (generation is deterministic)."""
     key = json.dumps([source, name, domain, config], sort_keys=True)
     if key not in _CACHE:
+        config = {"annotation_checks": "enforce", **config}  # as conftest.ENFORCED
         _CACHE[key] = generate(EnhancementSpec(function_name=name, original_code=source, domain=domain, config=config))
     return _CACHE[key]
 
@@ -37,6 +38,10 @@ def capture(module: ModuleType) -> list[tuple[str, dict, dict]]:
     events: list[tuple[str, dict, dict]] = []
 
     def emit(event_type: str, payload: dict, **kwargs: Any) -> None:
+        kwargs.pop("params", None)
+        kwargs.pop("function_name", None)
+        if not kwargs.get("causation_id"):
+            kwargs.pop("causation_id", None)
         events.append((event_type, payload, kwargs))
 
     module._poet_emit = emit

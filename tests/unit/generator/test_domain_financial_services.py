@@ -7,6 +7,8 @@ from decimal import Decimal
 
 import pytest
 
+from unit.generator.section_support import set_original
+
 from poet_grpc.generator import AnalysisError, check_generated
 from unit.generator.domain_support import capture, code_of, enhanced
 
@@ -43,7 +45,7 @@ def test_valid_decimals_pass_unchanged(charge, load) -> None:
     amount = Decimal("12.50")
     assert charge.charge(amount, 0.1) == original.charge(amount, 0.1) == Decimal("13.75")
     seen = []
-    charge._poet_original_charge = lambda amount, rate, memo: seen.append(amount) or amount
+    set_original(charge.charge, lambda amount, rate, memo: seen.append(amount) or amount)
     charge.charge(amount)
     assert seen[0] is amount  # the same object, not a copy
 
@@ -60,7 +62,7 @@ def test_valid_decimals_pass_unchanged(charge, load) -> None:
 )
 def test_str_int_and_float_become_decimal_exactly(charge, given, expected) -> None:
     seen = []
-    charge._poet_original_charge = lambda amount, rate, memo: seen.append(amount) or amount
+    set_original(charge.charge, lambda amount, rate, memo: seen.append(amount) or amount)
     charge.charge(given)
     assert isinstance(seen[0], Decimal) and seen[0] == expected and str(seen[0]) == str(expected)
 

@@ -7,6 +7,8 @@ import traceback
 
 import pytest
 
+from unit.generator.section_support import set_original
+
 from poet_grpc.generator import check_generated
 from unit.generator.domain_support import capture, code_of, enhanced
 
@@ -58,7 +60,7 @@ def test_identifiers_are_redacted_from_the_same_exception_object(admit) -> None:
             raised.append(error)
             raise
 
-    admit._poet_original_admit = spy
+    set_original(admit.admit, spy)
     with pytest.raises(admit.AdmissionError) as caught:
         admit.admit("P-12345", "closed", patient_name="Jane Doe")
     assert caught.value is raised[0]  # same object, same type

@@ -314,8 +314,8 @@ def where() -> str:
 '''
 
 
-def test_sync_timeout_raises_timeout_error(enhance) -> None:
-    _, module = enhance(SLOW, "slow", config={"timeout_seconds": 0.2})
+def test_a_hard_sync_timeout_raises_timeout_error(enhance) -> None:
+    _, module = enhance(SLOW, "slow", config={"timeout_seconds": 0.2, "hard_timeout": True})
     assert module.slow(0) == "done"
     started = time.perf_counter()
     with pytest.raises(TimeoutError, match=r"slow\(\) did not finish within 0.2 s"):
@@ -335,11 +335,28 @@ def test_async_timeout_raises_timeout_error(enhance) -> None:
     assert module.aslow.poet_metrics["timeouts"] == 1
 
 
-def test_sync_calls_run_in_the_callers_thread_without_a_deadline(enhance) -> None:
-    _, without = enhance(SLOW, "where", config={"timeout_seconds": 0})
-    _, with_deadline = enhance(SLOW, "where", config={"timeout_seconds": 5})
-    assert without.where() == threading.current_thread().name
-    assert with_deadline.where() == "poet-where"  # the documented trade-off: a worker thread
+def test_sync_calls_run_in_the_callers_thread_unless_a_hard_timeout_is_asked_for(enhance) -> None:
+    _, default = enhance(SLOW, "where")
+    _, hard = enhance(SLOW, "where", config={"timeout_seconds": 5, "hard_timeout": True})
+    assert default.where.poet_params["timeout_seconds"] > 0  # a deadline is set by default
+    assert default.where() == threading.current_thread().name
+    assert hard.where() == "poet-where"  # the documented trade-off: a worker thread
+
+
+def test_a_soft_sync_deadline_stops_retries_not_the_call(enhance) -> None:
+    source = (
+        "import time\n\nCALLS = []\n\n\ndef flaky() -> str:\n"
+        "    CALLS.append(time.monotonic())\n    time.sleep(0.05)\n    raise ConnectionError('down')\n"
+    )
+    _, module = enhance(source, "flaky", config={"timeout_seconds": 0.3, "max_retries": 20,
+                                                  "backoff_base_seconds": 0.1, "backoff_multiplier": 1.0,
+                                                  "jitter": 0.0})
+    started = time.monotonic()
+    with pytest.raises(ConnectionError):
+        module.flaky()
+    # No retry starts that would end past the deadline: far fewer than 20 retries, well under 1 s.
+    assert 1 < len(module.CALLS) < 6
+    assert time.monotonic() - started < 1.0
 
 
 # --- Perceive and Enforce: type checks -----------------------------------------------
@@ -504,15 +521,25 @@ def test_poet_metrics_count_calls_outcomes_and_time(enhance) -> None:
     assert metrics["failures"] == 2
     assert metrics["rejected_inputs"] == 1
     assert metrics["last_error"] == "TypeError"
-    assert metrics["total_duration_seconds"] > 0
+    assert metrics["total_duration_seconds"] == 0.0  # measured only when events are configured
     assert module.lookup.poet_params["max_retries"] == 3
 
 
-def test_recursive_calls_go_straight_to_the_original(enhance) -> None:
+def test_recursive_calls_are_calls_of_the_enhanced_function_without_nested_retries(enhance) -> None:
     source, name, _ = REAL_WORLD["fibonacci"]
     _, module = enhance(source, name, config={"timeout_seconds": 5})
     assert module.fibonacci(20) == 6765
-    assert module.fibonacci.poet_metrics["calls"] == 1  # one outer call, no thread per inner call
+    assert module.fibonacci.poet_metrics["calls"] == 21891  # every level is a call, as in the original
+    deep = (
+        "ATTEMPTS = []\n\n\ndef walk(n: int) -> int:\n    ATTEMPTS.append(n)\n"
+        "    if n == 0:\n        raise ConnectionError('leaf down')\n    return walk(n - 1)\n"
+    )
+    _, walker = enhance(deep, "walk", config={"max_retries": 2, "backoff_base_seconds": 0.0, "jitter": 0.0})
+    with pytest.raises(ConnectionError):
+        walker.walk(3)
+    # The innermost call retries (2), then each outer level once more without nested retries:
+    # far fewer than nested retries at every level would make ((retries + 1) ** levels).
+    assert len(walker.ATTEMPTS) < 3 ** 4
 
 
 def test_concurrent_calls_are_all_counted(enhance) -> None:

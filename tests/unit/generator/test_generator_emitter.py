@@ -92,6 +92,7 @@ def collector() -> Iterator[Callable[..., _Collector]]:
 
 
 def _module(load: Callable[[str], Any], version: str = "", **config: Any) -> Any:
+    config = {"annotation_checks": "enforce", **config}  # a refused argument is one failed call
     code = generate(EnhancementSpec(function_name="ratio", original_code=SOURCE, config=config), version=version)
     return load(code.python)
 
@@ -153,7 +154,7 @@ def test_events_arrive_with_the_rest_shape(load, collector, monkeypatch) -> None
 def test_emit_sends_custom_events_with_correlation(load, collector) -> None:
     server = collector()
     module = _module(load, events_url=server.url)
-    module._poet_emit("drift.detected", {"score": 0.7}, correlation_id="c-1", causation_id="e-0")
+    module._poet_emit("drift.detected", {"score": 0.7}, correlation_id="c-1", causation_id="e-0", function_name="ratio", params=module.ratio.poet_params)
     assert module._poet_flush_events(5.0)
     _wait_for(lambda: len(server.events) == 1)
     (event,) = server.events
@@ -268,8 +269,8 @@ def test_queue_overflow_drops_the_oldest_and_counts(load, collector) -> None:
     )
     module._poet_ev_state["thread"] = "held"  # no sender while the queue fills up
     for i in range(8):
-        module._poet_emit("test.event", {"i": i})
-    assert len(module._poet_ev_queue) == 5
+        module._poet_emit("test.event", {"i": i}, function_name="ratio", params=module.ratio.poet_params)
+    assert len(module._poet_ev_state["queue"]) == 5
     assert module.ratio.poet_metrics["events_dropped"] == 3
     with module._poet_ev_cond:
         module._poet_ev_start()
@@ -282,8 +283,8 @@ def test_nothing_happens_without_configuration(load) -> None:
     module = _module(load)
     threads = threading.active_count()
     assert module.ratio(1.0, 4.0) == 0.25
-    module._poet_emit("test.event", {"x": 1})
-    assert len(module._poet_ev_queue) == 0
+    module._poet_emit("test.event", {"x": 1}, function_name="ratio", params=module.ratio.poet_params)
+    assert len(module._poet_ev_state["queue"]) == 0
     assert module._poet_ev_state["thread"] is None
     assert threading.active_count() == threads
     assert module.ratio.poet_flush_events(0.1) is True
@@ -291,11 +292,13 @@ def test_nothing_happens_without_configuration(load) -> None:
     assert metrics["events_sent"] == metrics["events_dropped"] == metrics["events_failed"] == 0
 
 
-def test_the_url_is_read_at_call_time(load, collector, monkeypatch) -> None:
+def test_the_events_url_param_is_read_at_call_time_the_environment_at_import(load, collector, monkeypatch) -> None:
     server = collector()
     module = _module(load)
     module.ratio(1.0, 1.0)  # not configured yet: not sent
     monkeypatch.setenv("POET_EVENTS_URL", server.url)
+    module.ratio(1.5, 1.0)  # the environment was read at import: still not sent
+    module.ratio.poet_params["events_url"] = server.url
     module.ratio(2.0, 1.0)
     assert module.ratio.poet_flush_events(5.0)
     _wait_for(lambda: len(server.events) == 1)
@@ -305,8 +308,8 @@ def test_the_url_is_read_at_call_time(load, collector, monkeypatch) -> None:
 def test_unserialisable_payloads_are_dropped_alone(load, collector) -> None:
     server = collector()
     module = _module(load, events_url=server.url)
-    module._poet_emit("test.event", {"bad": float("nan")})
-    module._poet_emit("test.event", {"odd": object()})  # str() of it is sent
+    module._poet_emit("test.event", {"bad": float("nan")}, function_name="ratio", params=module.ratio.poet_params)
+    module._poet_emit("test.event", {"odd": object()}, function_name="ratio", params=module.ratio.poet_params)  # str()
     assert module._poet_flush_events(5.0)
     _wait_for(lambda: len(server.events) == 1)
     assert server.events[0]["payload"]["odd"].startswith("<object object")

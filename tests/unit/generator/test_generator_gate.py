@@ -97,10 +97,13 @@ def test_third_party_imports_missing_here_are_stubbed(gen) -> None:
     assert error.check == "import" and "another_missing_module" in error.description
 
 
-def test_decorated_originals_are_compared_with_the_def_as_written() -> None:
+def test_a_version_that_drops_the_decorators_is_refused() -> None:
     original = (
         "def loud(fn):\n    def wrapper(*a, **k):\n        return fn(*a, **k)\n    return wrapper\n\n\n"
         "@loud\ndef area(r: float) -> float:\n    return r\n"
     )
+    # What the module binds changes: the decorator's wrapper (*a, **k) becomes a plain function.
     generated = original + "\n\n_orig = area\n\n\ndef area(r: float) -> float:\n    return _orig(r)\n"
-    check_generated(original, generated, "area")
+    with pytest.raises(GateError) as caught:
+        check_generated(original, generated, "area")
+    assert caught.value.check == "signature"

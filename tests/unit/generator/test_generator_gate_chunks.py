@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from poet_grpc.core.models import EnhancementSpec
-from poet_grpc.generator import GateError, _runtime, check_generated, generate
+from poet_grpc.generator import GateError, check_generated, generate
 from poet_grpc.generator._analysis import analyze_module
 from poet_grpc.generator._gate import _Layout
 from poet_grpc.generator._params import resolve_params
@@ -58,33 +58,11 @@ def test_a_capability_in_a_variable_chunk_is_found_at_its_line() -> None:
     assert error.check == "capability" and f"subprocess (line {line})" in error.description
 
 
-def test_a_changed_helper_block_is_no_fixed_chunk_and_is_scanned() -> None:
-    rendered = _rendered()
-    chunks = list(rendered.chunks)
-    index = next(i for i, c in enumerate(chunks) if c.strip("\n") == _runtime.TRAIN.strip("\n"))
-    chunks[index] = chunks[index].replace("def _poet_train(", "import os as _x\n_x.system('true')\n\n\ndef _poet_train(", 1)
-    error = _error("".join(chunks), chunks)
-    assert error.check == "capability" and "os.system" in error.description
-
-
 def test_chunks_that_do_not_make_up_the_text_are_ignored() -> None:
     rendered = _rendered()
     hidden = rendered.python + "\nimport socket\nsocket.socket()\n"
     error = _error(hidden, rendered.chunks)  # the chunks lack the last lines: the whole text is read
     assert error.check == "capability" and "socket" in error.description
-
-
-def test_a_fixed_block_inside_a_string_the_chunk_before_opens_is_refused() -> None:
-    """The fixed chunk's text is code only if the chunk before it ends cleanly. Here
-    the chunk before opens a string that the fixed text's docstring quotes close,
-    so the whole text's statements are not the chunks' statements: refused."""
-    rendered = _rendered()
-    chunks = list(rendered.chunks)
-    index = next(i for i, c in enumerate(chunks) if c.strip("\n") == _runtime.TRAIN.strip("\n"))
-    chunks[index - 1] = chunks[index - 1] + 'HIDDEN = """\n'
-    chunks[index + 1] = '"""\nimport os\nos.system("true")\n' + chunks[index + 1]
-    error = _error("".join(chunks), chunks)
-    assert error.check in ("syntax", "capability")
 
 
 def test_a_chunk_without_a_final_newline_is_no_chunk() -> None:
@@ -104,11 +82,12 @@ def test_a_future_import_after_the_first_chunk_fails_to_compile_as_in_the_whole_
 
 
 def test_an_originals_future_import_holds_for_every_chunk() -> None:
-    # The enhanced def repeats the annotation `Undefined`: it imports only if its
-    # chunk is compiled under the original's `annotations` future too.
+    # The original's def (after the POET section's chunk) has the annotation `Undefined`:
+    # it imports (the gate passes) only if that chunk is compiled under the original's
+    # `annotations` future too.
     original = "from __future__ import annotations\n\n\ndef area(r: Undefined) -> float:\n    return r\n"
     code = generate(EnhancementSpec(function_name="area", original_code=original))
-    assert "def area(r: Undefined) -> float:" in code.python.split("POET section")[1]
+    assert "@_poet_enhance_area\ndef area(r: Undefined) -> float:" in code.python
 
 
 def test_new_bidirectional_control_characters_are_refused() -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 
 import pytest
+
+from unit.generator.conftest import ENFORCED
 
 from poet_grpc.core.models import EnhancementSpec
 from poet_grpc.generator import (
@@ -77,7 +81,7 @@ def test_every_domain_generates_code_with_its_parameters(gen) -> None:
     for name, info in DOMAINS.items():
         code = gen(SOURCE, "restock", domain=name)
         defaults = {p.name: p.default for p in info.parameters}
-        assert code.params == defaults
+        assert code.params == {**defaults, **ENFORCED}
         assert f"_POET_DOMAIN = {json.dumps(name)}" in code.python
     assert gen(SOURCE, "restock", domain="financial_services").params["max_retries"] == 0
     assert "retry" not in gen(SOURCE, "restock", domain="financial_services").optimizations
@@ -88,7 +92,9 @@ def test_optimize_for_changes_parameters_as_documented(gen) -> None:
     reliability = gen(SOURCE, "restock").params
     performance = gen(SOURCE, "restock", optimize_for="performance").params
     safety = gen(SOURCE, "restock", optimize_for="safety").params
-    assert reliability == {p.name: p.default for p in DOMAINS["base_reliability"].parameters}
+    assert reliability == {**{p.name: p.default for p in DOMAINS["base_reliability"].parameters}, **ENFORCED}
+    assert generate(EnhancementSpec("restock", SOURCE)).params["annotation_checks"] == "observe"
+    assert generate(EnhancementSpec("restock", SOURCE, optimize_for="safety")).params["annotation_checks"] == "enforce"
     assert performance["max_retries"] == 1 < reliability["max_retries"]
     assert performance["backoff_base_seconds"] < reliability["backoff_base_seconds"]
     assert performance["backoff_max_seconds"] <= 1.0
@@ -163,7 +169,9 @@ def test_output_is_deterministic_and_keeps_the_original_source(gen) -> None:
     second = generate(EnhancementSpec("restock", SOURCE, config={"a": 2, "b": 1}))
     assert first == second
     assert first.python.encode() == second.python.encode()
-    assert SOURCE in first.python
+    # The original, unchanged but for the section's decorator line right above its def.
+    before, _, after = SOURCE.partition("def restock(")
+    assert before in first.python and "@_poet_enhance_restock\ndef restock(" + after in first.python
     assert first.generator == "template"
     compile(first.python, "<generated>", "exec")
     assert gen(SOURCE, "restock", domain="security").python != first.python
@@ -174,12 +182,15 @@ def test_optimizations_and_safety_level_follow_the_code(gen) -> None:
     bare = gen(plain, "f", config={"max_retries": 0, "timeout_seconds": 0})
     assert bare.optimizations == ("execution_metrics",)
     assert bare.safety_level == 0.1
-    assert gen(plain, "f").optimizations == ("retry", "timeout", "execution_metrics")
-    assert gen(plain, "f").safety_level == 0.4
+    # A sync function's deadline counts as a timeout only when it is hard (a thread per call).
+    assert gen(plain, "f").optimizations == ("retry", "execution_metrics")
+    assert gen(plain, "f").safety_level == 0.25
+    assert gen(plain, "f", config={"hard_timeout": True}).optimizations == ("retry", "timeout", "execution_metrics")
+    assert gen("async def f(x):\n    return x\n", "f").optimizations == ("retry", "timeout", "execution_metrics")
     typed = gen(SOURCE, "restock")
-    assert typed.optimizations == ("input_validation", "retry", "timeout", "output_validation", "execution_metrics")
-    assert typed.safety_level == 0.8
-    assert gen(SOURCE, "restock", optimize_for="safety").safety_level == 1.0
+    assert typed.optimizations == ("input_validation", "retry", "output_validation", "execution_metrics")
+    assert typed.safety_level == 0.65
+    assert gen(SOURCE, "restock", optimize_for="safety").safety_level == 0.85
     assert safety_level(["input_validation", "input_validation"]) == 0.25
 
 
@@ -188,22 +199,45 @@ def test_generator_functions_get_no_retry_or_timeout(gen, load) -> None:
     assert code.optimizations == ("input_validation", "execution_metrics")
     module = load(code.python)
     assert list(module.count(3)) == [0, 1, 2]
+    assert inspect.isgeneratorfunction(module.count)
+    lazy = module.count("3")  # a generator: nothing runs before the first item is asked for
     with pytest.raises(TypeError, match="'n'"):
-        module.count("3")
+        next(lazy)
 
 
-def test_async_generators_are_refused() -> None:
-    source = "async def ticks(n):\n    for i in range(n):\n        yield i\n"
-    with pytest.raises(AnalysisError) as caught:
-        generate(EnhancementSpec("ticks", source))
-    assert caught.value.field == "original_code" and "async generator" in caught.value.description
+def test_async_generators_keep_their_kind_and_asend_athrow_aclose(gen, load) -> None:
+    source = (
+        "LOG = []\n\n\nasync def ticks(n: int):\n    try:\n        for i in range(n):\n"
+        "            try:\n                got = yield i\n            except KeyError:\n                got = 'thrown'\n"
+        "            LOG.append(got)\n    finally:\n        LOG.append('closed')\n"
+    )
+    module = load(gen(source, "ticks").python)
+    assert inspect.isasyncgenfunction(module.ticks)
+
+    async def drive():
+        ticks = module.ticks(5)
+        assert await ticks.__anext__() == 0
+        assert await ticks.asend("a") == 1
+        assert await ticks.athrow(KeyError()) == 2
+        await ticks.aclose()
+        return [i async for i in module.ticks(3)]
+
+    assert asyncio.run(drive()) == [0, 1, 2]
+    assert module.LOG == ["a", "thrown", "closed", None, None, None, "closed"]
 
 
-def test_a_module_rebinding_a_builtin_the_runtime_uses_is_refused() -> None:
-    source = "class ConnectionError(Exception):\n    pass\n\n\ndef f(x):\n    return x\n"
-    with pytest.raises(AnalysisError) as caught:
-        generate(EnhancementSpec("f", source))
-    assert caught.value.field == "original_code" and "ConnectionError" in caught.value.description
+def test_a_module_rebinding_a_builtin_the_runtime_uses_does_not_change_the_runtime(gen, load) -> None:
+    source = (
+        "import builtins\n\nCALLS = []\n\n\nclass ConnectionError(Exception):\n    pass\n\n\n"
+        "def len(x):\n    return -1\n\n\ndef f(kind):\n    CALLS.append(kind)\n"
+        "    raise (builtins.ConnectionError if kind == 'real' else ConnectionError)('down')\n"
+    )
+    module = load(gen(source, "f", config={"backoff_base_seconds": 0.0, "max_retries": 2}).python)
+    with pytest.raises(ConnectionError):
+        module.f("real")  # the builtin ConnectionError is transient: retried twice
+    with pytest.raises(module.ConnectionError):
+        module.f("mine")  # the module's own class of that name is not: not retried
+    assert module.CALLS == ["real"] * 3 + ["mine"]
 
 
 def test_a_function_named_like_a_builtin_is_fine(gen, load) -> None:

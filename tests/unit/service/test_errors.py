@@ -42,3 +42,16 @@ def test_unexpected_exceptions_become_internal_without_a_trace():
     assert decoded.code == code_pb2.INTERNAL
     assert "secret" not in decoded.message and "Traceback" not in decoded.message
     assert found["ErrorInfo"].reason == "INTERNAL"
+
+
+def test_aborted_is_retryable_with_retry_info_and_a_retry_after_header():
+    from poet_grpc.core.enhancement import ConcurrentEnhancement
+
+    exc = ConcurrentEnhancement("mypkg.text.first", "lost the version number")
+    assert 0.1 <= exc.retry_after <= 1.0
+    decoded, found = decode(exc)
+    assert decoded.code == code_pb2.ABORTED
+    assert found["ErrorInfo"].reason == "CONCURRENT_ENHANCEMENT"
+    assert found["ErrorInfo"].metadata["function_name"] == "mypkg.text.first"
+    assert found["RetryInfo"].retry_delay.ToMilliseconds() == int(exc.retry_after * 1000)
+    assert ("retry-after", "1") in to_rpc_status(exc).trailing_metadata  # whole seconds, rounded up

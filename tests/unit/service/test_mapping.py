@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 
 from google.protobuf import struct_pb2
 from hypothesis import given, strategies as st
 
+from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb, resources_pb2
 from poet_grpc.api import mapping
+from poet_grpc.core.enhancement import spec_hash
 from poet_grpc.core.event_router import Checkpoint
 from poet_grpc.core.models import EventRecord
 
@@ -60,3 +65,17 @@ def test_stream_messages_stay_within_their_budget():
     assert len(messages._cache) <= 10
     # An evicted event is converted again, correctly.
     assert messages.get(records[0]).event.position == 1
+
+
+def test_context_module_becomes_the_spec_module_and_part_of_its_identity():
+    request = pb.EnhanceRequest(function_name="first", original_code="def first(): pass\n",
+                                context=resources_pb2.EnhancementContext(module="mypkg.text", environment="prod"))
+    spec = mapping.spec_from_enhance(request)
+    assert (spec.module, spec.function_name, spec.identity) == ("mypkg.text", "first", "mypkg.text.first")
+    assert "module" not in spec.context
+    bare = mapping.spec_from_enhance(pb.EnhanceRequest(function_name="first", original_code="def first(): pass\n"))
+    assert (bare.module, bare.identity) == ("", "first")
+    assert spec_hash(spec) != spec_hash(bare)
+    # A module-less spec hashes as before modules existed (stored content hashes stay valid).
+    legacy = {k: v for k, v in dataclasses.asdict(bare).items() if k != "module"}
+    assert spec_hash(bare) == hashlib.sha256(json.dumps(legacy, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

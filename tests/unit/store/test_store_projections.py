@@ -219,3 +219,16 @@ def test_data_survives_close_and_reopen(db_path, event, enhancement, feedback) -
         assert store.last_position() == 8
         assert store.append_events([event(id="later")])[0].position == 9
         assert store.integrity_check() == "ok"
+
+
+def test_a_qualified_identity_keeps_its_module_and_name_apart(store: Store, enhancement) -> None:
+    store.append_events([enhancement("mypkg.text.first", 1, module="mypkg.text"),
+                         enhancement("other.first", 1, module="other"), enhancement("first", 1)])
+    for identity, module in (("mypkg.text.first", "mypkg.text"), ("other.first", "other"), ("first", "")):
+        v = store.get_version(identity, "v1")
+        assert v.function_name == identity and v.current
+        assert (v.spec.module, v.spec.function_name, v.spec.identity) == (module, "first", identity)
+        assert store.next_version_number(identity) == 2
+    rebuilt = _snapshot(store)
+    store.rebuild_projections()
+    assert _snapshot(store) == rebuilt

@@ -118,6 +118,10 @@ class PoetServiceServicer:
 
     def Enhance(self, request, context):
         """Enhances a function and stores the result as its next version.
+        Concurrent calls for one function queue behind each other; a call that
+        still loses the race for the next version number is refused with
+        ABORTED (ErrorInfo reason CONCURRENT_ENHANCEMENT) and RetryInfo, over
+        REST 409 with Retry-After: retry it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

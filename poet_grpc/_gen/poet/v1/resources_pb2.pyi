@@ -23,14 +23,16 @@ active: VersionStatus
 deprecated: VersionStatus
 
 class EnhancementContext(_message.Message):
-    __slots__ = ("imports", "dependencies", "environment")
+    __slots__ = ("imports", "dependencies", "environment", "module")
     IMPORTS_FIELD_NUMBER: _ClassVar[int]
     DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    MODULE_FIELD_NUMBER: _ClassVar[int]
     imports: _containers.RepeatedScalarFieldContainer[str]
     dependencies: _containers.RepeatedScalarFieldContainer[str]
     environment: str
-    def __init__(self, imports: _Optional[_Iterable[str]] = ..., dependencies: _Optional[_Iterable[str]] = ..., environment: _Optional[str] = ...) -> None: ...
+    module: str
+    def __init__(self, imports: _Optional[_Iterable[str]] = ..., dependencies: _Optional[_Iterable[str]] = ..., environment: _Optional[str] = ..., module: _Optional[str] = ...) -> None: ...
 
 class EnhancedCode(_message.Message):
     __slots__ = ("dana", "python")
