@@ -177,7 +177,7 @@ SIMPLE_CASES: list[tuple[str, tuple, dict]] = [
 """(function of SOURCE, positional arguments, keyword arguments)."""
 
 LIBRARY_CASES: list[tuple[str, str, tuple, dict]] = [
-    ("humanize.filesize", "naturalsize", (3_000_000,), {}),
+    ("humanize.filesize", "naturalsize", (3_000_000.0,), {}),  # a float: beartype refuses an int for float | str
     ("humanize.number", "metric", (1500.0, "V"), {}),
     ("humanize.number", "ordinal", (3,), {}),
     ("humanize.number", "intcomma", (1_000_000,), {}),
