@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from poet_grpc.core.models import EnhancementSpec, FunctionVersion
+from poet_grpc.core.models import EnhancementSpec, EventRecord, FunctionVersion
 
 ML_MONITORING = "ml_monitoring"
 
@@ -141,10 +141,15 @@ def learned_spec(version: FunctionVersion, finding: Finding) -> EnhancementSpec:
     return dataclasses.replace(version.spec, config=config, optimize_for=optimize_for)
 
 
-def evidence(version: FunctionVersion, finding: Finding, suggestions: list[str]) -> dict[str, Any]:
-    """What the Gemini prompt is told about the version's life in the field."""
+def evidence(
+    version: FunctionVersion, finding: Finding, suggestions: list[str], violations: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """What the Gemini prompt is told about the version's life in the field. `violations`:
+    the version's function.contract_violation reports (arguments or results its annotations
+    do not allow, observed and let through), which say where the annotations are narrower
+    than the code's real use."""
     m = version.metrics
-    return {
+    found = {
         "version": version.version,
         "finding": finding.pattern_type,
         "reason": finding.reason,
@@ -161,6 +166,31 @@ def evidence(version: FunctionVersion, finding: Finding, suggestions: list[str])
         },
         "suggestions": suggestions,
     }
+    if violations:
+        found["contract_violations"] = violations
+    return found
+
+
+CONTRACT_VIOLATION = "function.contract_violation"
+MAX_VIOLATIONS = 20
+"""Most contract violations handed to a regeneration as evidence."""
+
+
+def contract_violations(events: list[EventRecord], version: str) -> list[dict[str, str]]:
+    """The distinct (parameter, expected, type seen) reports of `version` among
+    function.contract_violation events, oldest first, at most MAX_VIOLATIONS. Fields are
+    cut to 200 characters: the events come from the field, not from POET."""
+    seen: list[dict[str, str]] = []
+    for event in events:
+        payload = event.payload
+        if event.type != CONTRACT_VIOLATION or str(payload.get("version") or "") != version:
+            continue
+        report = {key: str(payload.get(key) or "")[:200] for key in ("parameter", "expected", "type_seen")}
+        if report not in seen:
+            seen.append(report)
+            if len(seen) == MAX_VIOLATIONS:
+                break
+    return seen
 
 
 def expected_impact(finding: Finding, verdicts: list[tuple[float, str]], new_threshold: float | None) -> dict[str, float]:

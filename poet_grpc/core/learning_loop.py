@@ -32,7 +32,7 @@ from poet_grpc.core.enhancement import ENHANCEMENT_COMPLETED, LEARNING_CALLER, E
 from poet_grpc.core.errors import QuotaExceeded
 from poet_grpc.core.event_router import EventRouter
 from poet_grpc.core.keyed_locks import KeyedLocks
-from poet_grpc.core.models import EventRecord, FunctionVersion
+from poet_grpc.core.models import EventFilter, EventRecord, FunctionVersion
 from poet_grpc.core.quotas import check as check_quota
 from poet_grpc.core.versions import describe_changes
 from poet_grpc.store import Store
@@ -110,12 +110,13 @@ class LearningLoop:
         finding = learning.evaluate(current, parent, self._policy)
         if finding is None:
             return None
+        violations = await self._db.call(lambda store: _violations(store, current))
         suggestions = [str(s) for s in trigger.payload.get("suggestions") or []]
         job = Regeneration(
             parent=current,
             spec=learning.learned_spec(current, finding),
             reason=finding.reason,
-            evidence=learning.evidence(current, finding, suggestions),
+            evidence=learning.evidence(current, finding, suggestions, violations),
             trigger=trigger,
             follow_up=lambda new: self._announcements(current, new, finding, trigger, verdicts),
         )
@@ -286,6 +287,17 @@ class LearningLoop:
             causation_id=retrained.id,
         )
         return _with_id(event, derived_id(retrained, "learning.false_positive_detected"))
+
+
+def _violations(store: Store, version: FunctionVersion) -> list[dict[str, str]]:
+    """The version's contract violations reported from the field since it was made (see
+    learning.contract_violations). The enhanced code reports each (parameter, type) once
+    per process, so a few hundred events cover many processes."""
+    wanted = EventFilter(
+        function_name=version.function_name, event_type=learning.CONTRACT_VIOLATION, start_time=version.created_at
+    )
+    events, _ = store.read_events(0, wanted, 500)
+    return learning.contract_violations(events, version.version)
 
 
 def _with_id(event: EventRecord, event_id: str) -> EventRecord:

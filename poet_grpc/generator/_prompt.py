@@ -26,22 +26,33 @@ _EVIDENCE_SECTIONS = (
     ("failure_examples", "Failure examples"),
     ("failures", "Failures"),
     ("suggestions", "Suggestions"),
+    ("contract_violations", "Arguments and results outside their annotations (observed in the field, let through)"),
 )
 
 STAGES = (
     "Perceive: check the arguments against their annotations before calling the original "
     "(validate_inputs; element checks only with check_element_types; NaN/infinite floats only with "
-    "reject_non_finite_floats); a mismatch raises TypeError (ValueError for non-finite floats) naming "
-    "the parameter.",
-    "Operate: call the original; retry only transient errors (ConnectionError, TimeoutError and their "
-    "subclasses) up to max_retries times with exponential backoff (backoff_base_seconds, "
-    "backoff_multiplier, capped at backoff_max_seconds, minus up to `jitter` of each delay at random); "
-    "every other exception propagates unchanged at once; the whole call, retries included, is bounded "
-    "by timeout_seconds (0 disables it). Generator functions are not retried or timed.",
-    "Enforce: check the result against a simple return annotation (validate_outputs); a mismatch "
-    "raises TypeError.",
-    "Train: count calls, successes, failures and durations in a dict exposed as "
-    "<function>.poet_metrics, guarded by a lock; metrics must never raise.",
+    "reject_non_finite_floats, which raises ValueError naming the parameter). Annotations are often "
+    "narrower than the code, so a mismatch only observes by default (annotation_checks \"observe\": "
+    "counted in contract_violations, one function.contract_violation event per parameter and type "
+    "seen, and the call goes on exactly as the original's would); it raises TypeError naming the "
+    "parameter only with annotation_checks \"enforce\". Domain rules that exist to refuse input "
+    "still refuse it.",
+    "Operate: call the original directly, on the caller's thread (its thread-local state and "
+    "re-entrant locks must keep working); retry only transient errors (ConnectionError, TimeoutError "
+    "and their subclasses) up to max_retries times with exponential backoff (backoff_base_seconds, "
+    "backoff_multiplier, capped at backoff_max_seconds, minus up to `jitter` of each delay at "
+    "random), never inside a call that is already retrying (recursion); every other exception "
+    "propagates unchanged at once. For sync code timeout_seconds bounds the retries, counted from "
+    "the first failure; only hard_timeout runs each call on a thread. Async code uses the event "
+    "loop's own timeout. Generator and async-generator functions stay generators of the same kind, "
+    "lazy, with send/throw/close delegated, and never replay an item already yielded.",
+    "Enforce: check the result against a simple return annotation (validate_outputs), observed or "
+    "enforced like Perceive's checks.",
+    "Train: count successes, failures, retries and contract violations, exposed read-only as "
+    "<function>.poet_metrics (\"calls\" = successes + failures); metrics must never raise, and the "
+    "default path must cost well under a microsecond per call (no lock, no clock unless events are "
+    "configured).",
 )
 
 
@@ -84,19 +95,25 @@ def build_prompt(
     add("")
     add("## Contract (an automatic gate rejects any answer that breaks it)")
     contract = [
-        "Return one complete, self-contained module: the original module's source, unchanged, "
-        f"followed by a POET section that keeps the original function as `_poet_original_{name}` and "
-        f"redefines `{name}` at top level.",
-        f"The redefined function must be `{prefix} {name}{info.signature}`: the same name and exactly "
-        "the same parameters, kinds, defaults, annotations and return annotation "
-        f"({'async' if info.is_async else 'not async'}, "
+        "Return one complete, self-contained module: the original module's source, unchanged but "
+        f"for one added line, the decorator `@_poet_enhance_{name}` right above `{prefix} {name}` "
+        "(below any decorators the original has, so they still apply in the same order), and, "
+        f"just before that function, a top-level factory `def _poet_enhance_{name}(_poet_original):` "
+        "(the POET section) that receives the undecorated original and returns the enhanced function. "
+        "Everything per-function (imports, parameters, metrics, helpers) lives inside the factory, so "
+        "that other enhanced functions of the module keep their own. Leave other functions' "
+        "`_poet_enhance_*` sections as they are.",
+        f"The function the factory returns must be `{prefix} {name}{info.signature}` as "
+        "inspect.signature sees it: exactly the original's parameters, kinds, "
+        "defaults (the same objects: copy `__defaults__` and `__kwdefaults__` from the original) and "
+        f"annotations ({'async' if info.is_async else 'not async'}, "
         f"{'a generator' if info.is_generator else 'not a generator'}).",
         f"Keep the docstring: {docstring}.",
-        f"Link it to the original with functools.update_wrapper(`{name}`, `_poet_original_{name}`) "
-        "(so `__wrapped__`, `__doc__`, `__name__` are set), and share the original's defaults "
-        f"(`{name}.__defaults__`, `{name}.__kwdefaults__`).",
-        f"Expose `{name}.poet_metrics` (a dict) and `{name}.poet_params` (the parameter values below).",
-        "New names at module level start with `_poet_` so they cannot clash with the original's.",
+        f"Link it to the original with functools.update_wrapper(`{name}`, `_poet_original`) "
+        "(so `__wrapped__`, `__doc__`, `__name__`, `__qualname__` and the annotations are set).",
+        f"Expose `{name}.poet_metrics` (a read-only mapping) and `{name}.poet_params` (the parameter values below).",
+        f"The only new module-level names are `_poet_enhance_{name}` and those of the event emitter "
+        "block below; every other new name starts with `_poet_` so it cannot clash with the original's.",
         f"Imports: the Python standard library only, plus what the original imports ({imports}).",
         "Forbidden elsewhere (unless the original itself uses it): eval, exec, compile, __import__, breakpoint, "
         "subprocess, os.system/os.popen/os.exec*/os.spawn*/os.fork, sockets, HTTP or any network access, "

@@ -3,11 +3,14 @@
 Layout of a generated module (deterministic: same input, same bytes):
 
 1. a comment header (comments only, so a `from __future__` import stays first);
-2. the original module source, unchanged;
-3. the POET section: private imports, _POET_PARAMS, state, the original kept as
-   `_poet_original_<name>`, check predicates and runtime helpers, then `<name>`
-   redefined with the original's exact signature and docstring, running the four
-   stages, and linked to the original (functools.update_wrapper: __wrapped__, __doc__...).
+2. the original module up to the target function, unchanged;
+3. the POET section of the function: the module's shared event emitter (_emitter.CANONICAL,
+   once per module: left out when an earlier section already has it), then the factory
+   `_poet_enhance_<name>(_poet_original)` holding everything of this function (its imports,
+   _POET_PARAMS, metrics, check predicates, runtime helpers and the enhanced function with
+   the original's signature and docstring, linked by functools.update_wrapper);
+4. the rest of the original, with `@_poet_enhance_<name>` added right above `def <name>`:
+   the innermost decorator, so the original's own decorators wrap the enhanced function.
 
 The domain's own code (domains/, prepared by _domain_code.collect) is placed in one
 way for every domain: its helpers after the base helpers, its statements at the hook
