@@ -2,11 +2,14 @@
 
     python3 dev.py serve [ARGS]   set up, then run `poet-grpc serve ARGS` (gRPC :50051, REST :8080)
     python3 dev.py test [ARGS]    set up, then run every check: generated files fresh, OpenAPI valid, buf lint, pytest ARGS
+                                  (as root on Debian, also installs chromium for the browser tests)
     python3 dev.py setup          only set up
 
 Setting up creates .venv/ and installs the project with its dev extras into it
-(again only when pyproject.toml changed), and installs buf from npm for the
-contract checks. Standard library only: this script runs before anything is installed.
+(again only when pyproject.toml changed), and installs the npm packages: buf for
+the contract checks, the Node.js gRPC client for its test (again only when
+package.json or package-lock.json changed). Standard library only: this script
+runs before anything is installed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".poet-installed"
+NPM_STAMP = ROOT / "node_modules" / ".poet-installed"
 
 
 def step(message: str) -> None:
@@ -57,18 +61,38 @@ def setup(*, with_buf: bool) -> None:
         run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
         run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[dev]")
         STAMP.write_text(wanted)
-    if with_buf and not (ROOT / "node_modules" / ".bin" / "buf").exists():
+    npm_wanted = _fingerprint("package.json", "package-lock.json")
+    if with_buf and (not NPM_STAMP.exists() or NPM_STAMP.read_text() != npm_wanted):
         npm = shutil.which("npm")
         if npm is None:
-            sys.exit("dev.py: npm is needed for buf (contract lint); install Node.js and npm")
-        step("installing buf from npm")
+            sys.exit("dev.py: npm is needed for buf (contract lint) and the Node.js client test; install Node.js and npm")
+        step("installing buf and the Node.js gRPC client from npm")
         # `npm install` (not `npm ci`): it follows package-lock.json too, and npm ci
         # rejects a lock that records only this platform's optional buf binary.
         run(npm, "install", "--no-audit", "--no-fund", "--loglevel=error")
+        NPM_STAMP.write_text(_fingerprint("package.json", "package-lock.json"))
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def install_browser() -> None:
+    """Debian's chromium for the browser tests (tests/gateway/test_browser.py), when
+    missing and this is root on Debian; elsewhere those tests skip and say why."""
+    if CHROMIUM.exists():
+        return
+    if not Path("/etc/debian_version").exists() or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        step(f"{CHROMIUM} is missing and this is not root on Debian: the browser tests will be skipped")
+        return
+    step("installing Debian's chromium for the browser tests (apt-get; a few minutes the first time)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run("apt-get", "update", "-q", env=env)
+    run("apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", env=env)
 
 
 def test(args: list[str]) -> None:
     setup(with_buf=True)
+    install_browser()
     step("checking generated stubs and gateway/openapi.json are fresh")
     run(BIN / "python", "scripts/generate.py", "--check")
     step("validating gateway/openapi.json (OpenAPI 3.0)")

@@ -43,7 +43,7 @@ class Server:
         self.http_port = free_port() if gateway else None
         command = [sys.executable, "-m", "poet_grpc", "serve", "--grpc-listen", self.address, "--db", str(workdir / "bench.db")]
         command += ["--http-listen", f"127.0.0.1:{self.http_port}"] if gateway else ["--no-gateway"]
-        env = {**os.environ, "POET_LOG_LEVEL": "WARNING", "POET_SHUTDOWN_GRACE_SECONDS": "2", **(env or {})}
+        env = {**os.environ, "POET_LOG_LEVEL": "WARNING", "POET_SHUTDOWN_GRACE_SECONDS": "2", "POET_SHUTDOWN_DRAIN_SECONDS": "0", **(env or {})}
         self.process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True)
         ready = "REST gateway listening" if gateway else "gRPC listening"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -67,10 +68,11 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     """How long a stopping server lets in-flight calls finish (POET_SHUTDOWN_GRACE_SECONDS)."""
 
-    shutdown_drain_seconds: float = 0.0
+    shutdown_drain_seconds: float = 5.0
     """On SIGTERM, how long the server keeps serving with readiness not_ready (HTTP 503)
     before it stops taking calls, so load balancers can take it out first
-    (POET_SHUTDOWN_DRAIN_SECONDS)."""
+    (POET_SHUTDOWN_DRAIN_SECONDS). 5 s covers the readiness probe's detection time in
+    deploy/ (every 2 s, 2 failures, 1 s timeout); 0 stops at once."""
 
     readiness_max_rss_bytes: int = 2 * 1024**3
     """Resident memory above which /health/ready reports memory false; 0 turns the
@@ -131,12 +133,25 @@ class Settings:
     tls_client_ca: str = ""
     """PEM CA bundle: when set, clients must present a certificate it signed (mTLS) (POET_TLS_CLIENT_CA)."""
 
+    cors_origins: str = ""
+    """Comma-separated origins (scheme://host[:port], exact: no path, no "*") whose
+    browser pages may call the REST API; empty for none, and then the gateway sends
+    no CORS headers (POET_CORS_ORIGINS). See the README's CORS section."""
+
     sinks_file: str = ""
     """JSON file listing the outbound sinks (webhook, pagerduty, slack, mlflow); empty
     for none. A bad file stops the server at startup (POET_SINKS_FILE)."""
 
     log_level: str = "INFO"
-    """Python log level of the server (POET_LOG_LEVEL)."""
+    """Log level of the server's own loggers, optionally followed by logger=LEVEL pairs
+    for others: "DEBUG,httpx=DEBUG" (POET_LOG_LEVEL). Other libraries log at INFO or
+    above, the chatty ones at WARNING, unless named."""
+
+    log_format: str = "text"
+    """How the server logs (POET_LOG_FORMAT): "text" for people, or "json", one JSON
+    object per line (time, level, logger, message, request and trace ids) for a log
+    collector; then everything the process writes, its startup lines and Envoy's
+    output included, is such a line."""
 
     gemini_api_key: str = ""
     """Gemini API key; when set, Gemini writes enhancements and the template is the
@@ -194,6 +209,8 @@ class Settings:
         """Self, or ValueError naming the setting that is out of range."""
         for name in ("grpc_listen", "http_listen"):
             split_address(getattr(self, name), setting=name)
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be text or json, not {self.log_format!r}")
         if self.sandbox not in ("namespaces", "process"):
             raise ValueError(f"sandbox must be namespaces or process, not {self.sandbox!r}")
         if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
@@ -232,6 +249,7 @@ class Settings:
             raise ValueError("tls_cert and tls_key go together: set both (POET_TLS_CERT, POET_TLS_KEY) or neither")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("tls_client_ca needs tls_cert and tls_key: mTLS is TLS with client certificates")
+        parse_cors_origins(self.cors_origins)
         return dataclasses.replace(self, db=Path(self.db), sqlite_synchronous=self.sqlite_synchronous.upper())
 
     def exposed_without_auth(self) -> list[str]:
@@ -275,6 +293,33 @@ def quotas(settings: Settings):
         versions_per_function=settings.quota_versions_per_function,
         bytes=settings.quota_bytes,
     )
+
+
+_ORIGIN = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)"
+                     r"(:(?P<port>[0-9]{1,5}))?")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_cors_origins(value: str) -> tuple[str, ...]:
+    """The origins of a POET_CORS_ORIGINS list, as browsers write them in the Origin
+    header (lowercase, no default port); ValueError for anything else: a path, a
+    "*", "null" (sandboxed pages and files: anyone can be that origin), user info."""
+    origins: list[str] = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        match = _ORIGIN.fullmatch(item.lower())
+        port = match["port"] if match else None
+        if match is None or (port is not None and not 0 < int(port) < 65536):
+            raise ValueError(f"cors_origins: {item!r} is not an origin such as https://app.example.com or "
+                             "http://localhost:3000 (scheme://host[:port], no path, no '*')")
+        origin = f"{match['scheme']}://{match['host']}"
+        if port is not None and int(port) != _DEFAULT_PORTS.get(match["scheme"]):
+            origin += f":{int(port)}"
+        if origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
 
 
 def is_loopback(host: str) -> bool:

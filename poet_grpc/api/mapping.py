@@ -16,6 +16,7 @@ from poet_grpc.core.principal import principal_metadata
 from poet_grpc.core.versions import VersionDetail
 from poet_grpc.generator import OPTIMIZE_FOR, DomainInfo
 from poet_grpc.integrations import DeadLetter
+from poet_grpc.observability import tracing
 
 FEEDBACK_STATUS = {"accepted": pb.accepted, "requires_update": pb.requires_update}
 DEAD_LETTER_STATUS = {"pending": pb.pending, "replayed": pb.replayed}
@@ -229,6 +230,9 @@ def fill_event(message: events_pb2.Event, record: models.EventRecord) -> None:
     message.metadata.service = metadata.get("service", "")
     message.metadata.environment = metadata.get("environment", "")
     message.metadata.principal = metadata.get("principal", "")
+    if "trace_id" in metadata:  # only events appended while tracing
+        message.metadata.trace_id = metadata["trace_id"]
+        message.metadata.span_id = metadata.get("span_id", "")
     message.position = record.position
     message.function_name = record.function_name
     message.timestamp.FromNanoseconds(nanoseconds(record.timestamp))
@@ -302,6 +306,7 @@ def event_record(message: events_pb2.Event, *, environment: str) -> models.Event
             "service": message.metadata.service or source,
             "environment": message.metadata.environment or environment,
             **principal_metadata(),
+            **tracing.event_metadata(),
         },
         function_name=message.function_name or str(payload.get("function_name", "")),
     )

@@ -8,7 +8,6 @@ import gc
 import logging
 import shutil
 import signal
-import sys
 import tempfile
 from pathlib import Path
 
@@ -17,15 +16,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from poet_grpc._gen.poet.v1 import poet_service_pb2, poet_service_pb2_grpc, probes_pb2, probes_pb2_grpc
-from poet_grpc.config import Settings
+from poet_grpc.config import Settings, parse_cors_origins
 from poet_grpc.core.app import Core
 from poet_grpc.api.interceptors import ErrorMappingInterceptor, ValidationInterceptor
 from poet_grpc.api.interceptors._credentials import Authenticator, load_auth_file
 from poet_grpc.api.interceptors.audit import AuditInterceptor, open_audit_log
 from poet_grpc.api.interceptors.auth import AuthInterceptor
+from poet_grpc.api.interceptors.metrics import MetricsInterceptor
 from poet_grpc.api.interceptors.rate_limit import RateLimitInterceptor
 from poet_grpc.api.probes import ProbeServicer
 from poet_grpc.api.servicer import PoetServicer
+from poet_grpc.observability import tracing
+from poet_grpc.observability.logs import console
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = poet_service_pb2.DESCRIPTOR.services_by_name["PoetService"].full_name
@@ -45,6 +47,8 @@ class PoetServer:
         self.probes = probes
         self.authentication = "off"
         """How callers authenticate ("off" without an auth file)."""
+        self.tracer_provider = None
+        """Where this server's spans go (None: tracing is off); flushed by stop()."""
         self._stopped = False
 
     async def begin_shutdown(self) -> None:
@@ -61,6 +65,8 @@ class PoetServer:
         self.core.events.close()
         await self.grpc_server.stop(grace)
         await self.core.close()
+        if self.tracer_provider is not None:
+            await asyncio.to_thread(tracing.shutdown, self.tracer_provider)  # exports what is left
 
     async def wait_for_termination(self) -> None:
         await self.grpc_server.wait_for_termination()
@@ -72,12 +78,17 @@ MAX_METADATA_BYTES = 64 * 1024
 gRPC with a status that looks like a rate limit."""
 
 
-def _interceptors(settings: Settings, authenticator: Authenticator | None) -> list[grpc.aio.ServerInterceptor]:
-    """Outermost first: audit sees every outcome; errors are mapped for all the
-    others; who is calling is known before rate limits and validation."""
+def _interceptors(settings: Settings, authenticator: Authenticator | None,
+                  tracer_provider=None) -> list[grpc.aio.ServerInterceptor]:
+    """Outermost first: the RPC's span (when tracing is on) holds everything else;
+    audit (and the server log's line per call) sees every outcome; errors are mapped
+    for all the others; who is calling is known before rate limits and validation. (The
+    metrics interceptor goes in front of all of these once the core, which owns
+    the metrics, is open: see create_server.)"""
     chain: list[grpc.aio.ServerInterceptor] = []
-    if settings.audit_log:
-        chain.append(AuditInterceptor(open_audit_log(settings.audit_log)))
+    if tracer_provider is not None:
+        chain.append(tracing.server_interceptor(tracer_provider))  # the RPC's span: every other line is in it
+    chain.append(AuditInterceptor(open_audit_log(settings.audit_log) if settings.audit_log else None))
     return chain + [ErrorMappingInterceptor(), AuthInterceptor(authenticator), RateLimitInterceptor(settings),
                     ValidationInterceptor(settings)]
 
@@ -104,11 +115,13 @@ async def create_server(settings: Settings, *, gateway_socket: str = "") -> tupl
     path), for a gateway on the same host when the TCP port speaks TLS."""
     # A bad auth file stops startup before anything opens.
     authenticator = load_auth_file(settings.auth_file) if settings.auth_file else None
-    interceptors = _interceptors(settings, authenticator)
+    tracer_provider = tracing.configure()  # None unless OTEL_* asks for traces
+    interceptors = _interceptors(settings, authenticator, tracer_provider)
     credentials = _server_credentials(settings) if settings.tls_cert else None
     core = await Core.open(settings)
     server = grpc.aio.server(
-        interceptors=interceptors,
+        # Metrics outermost: they count the code the client gets, refusals included.
+        interceptors=[MetricsInterceptor(core.metrics), *interceptors],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
@@ -140,6 +153,7 @@ async def create_server(settings: Settings, *, gateway_socket: str = "") -> tupl
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     poet_server = PoetServer(server, core, health_servicer, port, probes)
     poet_server.authentication = authenticator.describe if authenticator else "off"
+    poet_server.tracer_provider = tracer_provider
     return poet_server, port
 
 
@@ -159,7 +173,8 @@ async def serve(settings: Settings) -> int:
     listen addresses. If Envoy dies, the service stops and returns 1 (no restart
     here: the process supervisor, e.g. Kubernetes, restarts the pair, so a crash
     loop shows). On SIGTERM, readiness turns 503 for shutdown_drain_seconds while
-    calls are still served, then gRPC drains in-flight calls, then Envoy stops."""
+    calls are still served (not on SIGINT: Ctrl-C stops at once), then gRPC drains
+    in-flight calls, then Envoy stops."""
     exposed = settings.exposed_without_auth()
     if exposed and not settings.insecure:
         raise InsecureRefused(
@@ -190,53 +205,54 @@ async def _serve(settings: Settings, gateway_socket: str) -> int:
     host = settings.grpc_listen.rpartition(":")[0]
     grpc_address = f"{host}:{port}"
     scheme = " (TLS" + (", client certificates required)" if settings.tls_client_ca else ")") if settings.tls_cert else ""
-    print(f"poet-grpc: gRPC listening on {grpc_address}{scheme} (db {settings.db})", flush=True)
-    print(f"poet-grpc: code sandbox: {server.core.sandbox.describe()}", flush=True)
+    console.info(f"gRPC listening on {grpc_address}{scheme} (db {settings.db})")
+    console.info(f"code sandbox: {server.core.sandbox.describe()}")
     if server.core.sandbox.isolation != "namespaces":
-        print("poet-grpc: WARNING: submitted code is not confined (--sandbox process); see the README", file=sys.stderr,
-              flush=True)
+        console.warning("submitted code is not confined (--sandbox process); see the README")
     if settings.auth_file:
-        print(f"poet-grpc: authentication: {server.authentication}", flush=True)
+        console.info(f"authentication: {server.authentication}")
     else:
-        print("poet-grpc: authentication: off (no auth file): every caller may call every method", flush=True)
+        console.info("authentication: off (no auth file): every caller may call every method")
         if settings.exposed_without_auth():
-            print("poet-grpc: WARNING: serving without authentication beyond loopback (--insecure)", file=sys.stderr,
-                  flush=True)
+            console.warning("serving without authentication beyond loopback (--insecure)")
     if settings.audit_log:
-        print(f"poet-grpc: audit log: {'stderr' if settings.audit_log == '-' else settings.audit_log}", flush=True)
+        console.info(f"audit log: {'stderr' if settings.audit_log == '-' else settings.audit_log}")
     gateway = None
     exit_code = 0
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    interrupted = []  # Ctrl-C at a terminal: no load balancer to tell, so no drain
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, lambda: (interrupted.append(True), stop.set()))
     try:
         if settings.gateway:
             upstream = f"unix:{gateway_socket}" if gateway_socket else grpc_address
             tls = (settings.tls_cert, settings.tls_key, settings.tls_client_ca) if settings.tls_cert else None
-            gateway = EnvoyGateway(upstream, settings.http_listen, tls=tls)
+            # GET /metrics on the REST port.
+            gateway = EnvoyGateway(upstream, settings.http_listen, tls=tls, metrics=server.core.metrics.exposition,
+                                   cors_origins=parse_cors_origins(settings.cors_origins))
             try:
                 await gateway.start()
             except GatewayError as exc:
-                print(f"poet-grpc: gateway failed to start: {exc}", file=sys.stderr, flush=True)
+                console.error(f"gateway failed to start: {exc}")
                 return 1
             rest_scheme = "https" if settings.tls_cert else "http"
-            print(f"poet-grpc: REST gateway listening on {rest_scheme}://{settings.http_listen.rpartition(':')[0]}:{gateway.http_port}", flush=True)
+            console.info(f"REST gateway listening on {rest_scheme}://{settings.http_listen.rpartition(':')[0]}:{gateway.http_port}")
             gateway_exit = asyncio.create_task(gateway.wait())
             stop_wait = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({gateway_exit, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
             if gateway_exit in done and not stop.is_set():
-                print(f"poet-grpc: gateway exited unexpectedly (code {gateway.returncode}); stopping", file=sys.stderr, flush=True)
+                console.error(f"gateway exited unexpectedly (code {gateway.returncode}); stopping")
                 exit_code = 1
             for task in (gateway_exit, stop_wait):
                 task.cancel()
         else:
             await stop.wait()
-        if exit_code == 0 and settings.shutdown_drain_seconds > 0:
+        if exit_code == 0 and settings.shutdown_drain_seconds > 0 and not interrupted:
             await server.begin_shutdown()  # /health/ready answers 503 while calls are still served
-            print(f"poet-grpc: not ready; serving {settings.shutdown_drain_seconds:g}s more", flush=True)
+            console.info(f"not ready; serving {settings.shutdown_drain_seconds:g}s more")
             await asyncio.sleep(settings.shutdown_drain_seconds)
-        print("poet-grpc: stopping (draining in-flight calls)", flush=True)
+        console.info("stopping (draining in-flight calls)")
     finally:
         # gRPC first, Envoy last: REST calls in flight finish through Envoy within the grace period.
         try:
@@ -244,5 +260,5 @@ async def _serve(settings: Settings, gateway_socket: str) -> int:
         finally:
             if gateway is not None:
                 await gateway.stop()
-    print("poet-grpc: stopped", flush=True)
+    console.info("stopped")
     return exit_code

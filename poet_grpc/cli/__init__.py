@@ -11,28 +11,44 @@
 
 Client commands print JSON on stdout (events: one JSON object per line) and
 errors on stderr. Exit codes: 0 ok, 1 the server refused the request,
-2 bad command line, 3 the server could not be reached, 4 not serving.
+2 bad command line or input file (missing, not JSON, not events), 3 the server
+could not be reached, 4 not serving.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
 
-from poet_grpc.config import Settings
+from poet_grpc.config import Settings, parse_cors_origins
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_SERVING = 0, 1, 2, 3, 4
+
+
+def _version() -> str:
+    """The installed distribution's version; poet_grpc.__version__ (if any) for a
+    source tree that was never installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("poet-grpc")
+    except metadata.PackageNotFoundError:
+        import poet_grpc
+
+        return getattr(poet_grpc, "__version__", "unknown")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="poet-grpc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="what to do (poet-grpc COMMAND --help for its options)")
     defaults = Settings()
 
     serve = commands.add_parser("serve", help="run the gRPC server and the REST gateway")
@@ -45,7 +61,11 @@ def _parser() -> argparse.ArgumentParser:
         help="where submitted code runs: namespaces (the sandbox) or process (weaker, for hosts without "
              "namespaces; see the README) [env POET_SANDBOX, default namespaces]",
     )
-    serve.add_argument("--log-level", help=f"DEBUG, INFO, WARNING... [env POET_LOG_LEVEL, default {defaults.log_level}]")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING..., optionally with logger=LEVEL pairs for other"
+                                           f" libraries: DEBUG,httpx=DEBUG [env POET_LOG_LEVEL, default {defaults.log_level}]")
+    serve.add_argument("--log-format", choices=("text", "json"),
+                       help="text, or json: one JSON object per line, for a log collector"
+                            f" [env POET_LOG_FORMAT, default {defaults.log_format}]")
     serve.add_argument("--auth-file", help="JSON file of API keys and JWT settings; without one every caller may call"
                                            " every method, allowed only on loopback [env POET_AUTH_FILE]")
     serve.add_argument("--insecure", action="store_true",
@@ -55,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert [env POET_TLS_KEY]")
     serve.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mTLS)"
                                                " [env POET_TLS_CLIENT_CA]")
+    serve.add_argument("--cors-origins", help="comma-separated origins (scheme://host[:port]) whose browser pages may"
+                                              " call the REST API [env POET_CORS_ORIGINS, default none]")
 
     gateway = commands.add_parser("gateway", help="run only the Envoy REST gateway in front of a running gRPC server")
     gateway.add_argument("--grpc", default=None, help="the gRPC server's host:port [default: POET_GRPC_LISTEN or 127.0.0.1:50051]")
@@ -107,20 +129,21 @@ def _parser() -> argparse.ArgumentParser:
     feedback = client("feedback", "send feedback on a version")
     feedback.add_argument("function", help="function name, bare or qualified by its module (mypkg.text.first)")
     feedback.add_argument("--version", required=True, help="version label, e.g. v1")
-    feedback.add_argument("--type", required=True, choices=["performance", "error", "user", "system"])
+    feedback.add_argument("--type", required=True, choices=["performance", "error", "user", "system"],
+                          help="kind of feedback: performance, error, user or system")
     feedback.add_argument("--rating", type=float, help="1 to 5")
-    feedback.add_argument("--comments", default="")
-    feedback.add_argument("--execution-id", default="")
-    feedback.add_argument("--success-rate", type=float)
-    feedback.add_argument("--avg-duration", type=float, help="milliseconds")
-    feedback.add_argument("--error-rate", type=float)
-    feedback.add_argument("--suggestion", action="append", default=[], help="may be repeated")
-    feedback.add_argument("--request-id", default="")
+    feedback.add_argument("--comments", default="", help="free-text comments")
+    feedback.add_argument("--execution-id", default="", help="id of the execution the feedback is about")
+    feedback.add_argument("--success-rate", type=float, help="observed share of successful calls, 0 to 1")
+    feedback.add_argument("--avg-duration", type=float, help="observed average duration of a call, in milliseconds")
+    feedback.add_argument("--error-rate", type=float, help="observed share of failed calls, 0 to 1")
+    feedback.add_argument("--suggestion", action="append", default=[], help="a suggested improvement; may be repeated")
+    feedback.add_argument("--request-id", default="", help="idempotency key: a retry with the same key changes nothing")
 
     events = client("events", "list logged events, or follow them live")
     events.add_argument("--function", default="", help="only events about this function")
     events.add_argument("--type", default="", help="only events of this type")
-    events.add_argument("--correlation-id", default="")
+    events.add_argument("--correlation-id", default="", help="only events with this correlation id")
     events.add_argument("--limit", type=int, default=0, help="stop after this many events (list mode)")
     events.add_argument("--follow", action="store_true", help="keep streaming new events until interrupted")
     events.add_argument("--after", type=int, default=0, help="with --follow: start after this log position")
@@ -143,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         from poet_grpc.cli import client
 
         return client.run(args, _server_address(args))
-    except ValueError as exc:  # bad settings from flags or environment
+    except ValueError as exc:  # bad settings from flags or environment, or a bad input file
         print(f"poet-grpc: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -165,6 +188,7 @@ def _serve(args) -> int:
         http_listen=args.http_listen,
         db=args.db,
         log_level=args.log_level,
+        log_format=args.log_format,
         sandbox=args.sandbox,
         gateway=False if args.no_gateway else None,
         auth_file=args.auth_file,
@@ -173,8 +197,12 @@ def _serve(args) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        cors_origins=args.cors_origins,
     )
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from poet_grpc.observability import logs
+
+    logs.configure(settings.log_level, settings.log_format, capture_output=settings.log_format == "json",
+                   secrets=(settings.gemini_api_key, os.environ.get("POET_EVENTS_TOKEN", "")))
     from poet_grpc.api.interceptors._credentials import AuthConfigError
     from poet_grpc.sandbox import SandboxUnavailable
     from poet_grpc.api.server import InsecureRefused
@@ -182,13 +210,13 @@ def _serve(args) -> int:
     try:
         return asyncio.run(serve(settings))
     except (SandboxUnavailable, InsecureRefused) as exc:
-        print(f"poet-grpc: cannot start: {exc}", file=sys.stderr)
+        logs.console.error("cannot start: %s", exc)
         return 1
     except AuthConfigError as exc:
-        print(f"poet-grpc: cannot start: {exc}", file=sys.stderr)
+        logs.console.error("cannot start: %s", exc)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"poet-grpc: {exc}", file=sys.stderr)
+        logs.console.error("%s", exc)
         return EXIT_UNREACHABLE
 
 
@@ -199,7 +227,8 @@ def _gateway(args) -> int:
     grpc_address = args.grpc or settings.grpc_listen
 
     async def run() -> int:
-        gateway = EnvoyGateway(grpc_address, settings.http_listen)
+        gateway = EnvoyGateway(grpc_address, settings.http_listen,
+                               cors_origins=parse_cors_origins(settings.cors_origins))
         try:
             await gateway.start()
         except GatewayError as exc:

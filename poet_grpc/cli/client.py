@@ -26,12 +26,13 @@ def _print_line(message) -> None:
 
 
 def _read(path: Path) -> str:
+    """The input file's text. A bad input file is a usage error (ValueError: exit 2)."""
     if str(path) == "-":
         return sys.stdin.read()
     try:
         return path.read_text()
-    except OSError as exc:
-        raise SystemExit(f"poet-grpc: cannot read {path}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def describe_error(error: grpc.RpcError) -> str:
@@ -226,17 +227,18 @@ def _events(stub, args) -> int:
 
 
 def _publish(stub, args) -> int:
+    # Input that is not events is a usage error (ValueError: exit 2), not a refusal by the server.
     try:
         data = json.loads(_read(args.file))
     except json.JSONDecodeError as exc:
-        print(f"poet-grpc: {args.file} is not JSON: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        raise ValueError(f"{args.file} is not JSON: {exc}") from None
     items = data if isinstance(data, list) else [data]
+    if not all(isinstance(item, dict) for item in items):
+        raise ValueError(f"{args.file} does not hold events: expected an event object or a list of them")
     try:
         events = [json_format.ParseDict(item, events_pb2.Event()) for item in items]
     except json_format.ParseError as exc:
-        print(f"poet-grpc: {args.file} does not hold events: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        raise ValueError(f"{args.file} does not hold events: {exc}") from None
     _print(stub.PublishEvents(pb.PublishEventsRequest(events=events), timeout=args.timeout))
     return EXIT_OK
 

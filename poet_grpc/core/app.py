@@ -14,6 +14,7 @@ from poet_grpc.core.feedback import FeedbackService
 from poet_grpc.core.learning_loop import LearningLoop
 from poet_grpc.core.versions import VersionCatalog
 from poet_grpc.integrations import Integrations, load_sinks
+from poet_grpc.observability.metrics import Metrics
 
 
 @dataclass
@@ -26,6 +27,8 @@ class Core:
     learning: LearningLoop
     integrations: Integrations
     sandbox: generator.GateSandbox
+    metrics: Metrics
+    """This server's metrics (GET /metrics renders metrics.exposition())."""
     retention: Retention | None = None
 
     @classmethod
@@ -40,7 +43,9 @@ class Core:
             timeout_seconds=settings.gate_timeout_seconds,
         )
         db = await Database.open(settings.db, synchronous=settings.sqlite_synchronous)
-        events = EventRouter(db, environment=settings.environment)
+        metrics = Metrics()
+        metrics.watch_store_file(settings.db)
+        events = EventRouter(db, environment=settings.environment, metrics=metrics)
         llm = None
         if settings.gemini_api_key:
             llm = generator.GeminiGenerator(
@@ -48,12 +53,14 @@ class Core:
                 model=settings.gemini_model,
                 base_url=settings.gemini_base_url or None,
                 timeout_seconds=settings.gemini_timeout_seconds,
+                metrics=metrics,
             )
+            metrics.watch_llm_breaker(lambda: llm.breaker_state)
         enhancements = EnhancementService(
             events, workers=settings.generator_workers, llm=llm, sandbox=sandbox, quotas=quotas(settings),
-            limits=generator_limits(settings),
+            limits=generator_limits(settings), metrics=metrics,
         )
-        learning = LearningLoop(db, events, enhancements, learning_policy(settings))
+        learning = LearningLoop(db, events, enhancements, learning_policy(settings), metrics=metrics)
         core = cls(
             db=db,
             events=events,
@@ -61,8 +68,9 @@ class Core:
             versions=VersionCatalog(db, events),
             feedback=FeedbackService(events, learning),
             learning=learning,
-            integrations=Integrations(db, events, sinks),
+            integrations=Integrations(db, events, sinks, metrics=metrics),
             sandbox=sandbox,
+            metrics=metrics,
         )
         await events.start()
         learning.start()

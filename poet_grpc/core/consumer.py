@@ -11,6 +11,7 @@ from poet_grpc.core.db import Database
 from poet_grpc.core.errors import OutOfRange
 from poet_grpc.core.event_router import Checkpoint, EventRouter
 from poet_grpc.core.models import EventFilter, EventRecord
+from poet_grpc.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 SAVE_SECONDS = 1.0
@@ -19,7 +20,7 @@ SAVE_SECONDS = 1.0
 
 async def consume(db: Database, router: EventRouter, name: str, handle: Callable[[EventRecord], Awaitable[bool]],
                   *, checkpoint_seconds: float = 5.0, wants: Callable[[EventRecord], bool] | None = None,
-                  after_batch: Callable[[], Awaitable[None]] | None = None) -> None:
+                  after_batch: Callable[[], Awaitable[None]] | None = None, metrics: Metrics | None = None) -> None:
     """Feed every event after the consumer's saved position to handle, in log order
     (only those `wants` accepts, when given: the others are passed over cheaply).
     after_batch, when given, runs after each batch of events (before the position
@@ -32,14 +33,19 @@ async def consume(db: Database, router: EventRouter, name: str, handle: Callable
     idempotent for events it only records in the log. Saves wait behind group
     commits, so saving per event would hold the consumer back under load.
     An exception in handle is logged and the event skipped.
+    metrics, when given, learns each saved position (the consumer's lag is read from it).
     """
     saved = position = await db.call(lambda store: store.consumer_position(name))
     saved_at = time.monotonic()
+    if metrics is not None:
+        metrics.consumer_position(name, saved)
 
     async def save(at: int) -> None:
         nonlocal saved, saved_at
         await db.call(lambda store: store.set_consumer_position(name, at))
         saved, saved_at = at, time.monotonic()
+        if metrics is not None:
+            metrics.consumer_position(name, at)
 
     while True:
         try:

@@ -18,10 +18,12 @@ too long) is refused with ConcurrentEnhancement (ABORTED, retry shortly).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import hashlib
 import json
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -33,6 +35,8 @@ from poet_grpc.core.idempotency import seen_request
 from poet_grpc.core.keyed_locks import KeyedLocks
 from poet_grpc.core.models import VERSION_ACTIVE, EnhancementSpec, EventRecord, FunctionVersion, GeneratedCode
 from poet_grpc.core.quotas import Quotas, check as check_quota, code_bytes
+from poet_grpc.observability import tracing
+from poet_grpc.observability.metrics import UNKNOWN, Metrics
 from poet_grpc.store import Store
 
 ENHANCEMENT_COMPLETED = "enhancement.completed"
@@ -99,14 +103,17 @@ class EnhancementService:
         quotas: Quotas | None = None,
         limits: "generator.Limits | None" = None,
         processes: "generator.GeneratorProcesses | None" = None,
+        metrics: Metrics | None = None,
     ):
         """workers: generations at once (the sandbox should have as many workers);
         sandbox: where the gate runs the code (default: the generator's shared one);
         quotas: what each caller may store (default: Quotas());
         limits: how much one request may make the generator produce (default: generator.Limits());
         processes: where the CPU-bound half of generation runs, off this process's GIL
-        (default: the generator's shared ones, started now)."""
+        (default: the generator's shared ones, started now);
+        metrics: where requests, generations and the gate are counted."""
         self._router = router
+        self._metrics = metrics or Metrics()
         self._generate = generate
         self._llm = llm
         self._sandbox = sandbox
@@ -139,6 +146,21 @@ class EnhancementService:
         identity queue behind each other; ConcurrentEnhancement (store nothing,
         retry) when the queue is full or the version number is lost to another
         process too often."""
+        # The seed's metrics; the domain label is bounded by the known domains.
+        domain = spec.domain or generator.DEFAULT_DOMAIN
+        domain = domain if domain in generator.DOMAINS else UNKNOWN
+        self._metrics.active_enhancements.inc()
+        began = time.perf_counter()
+        ok = False
+        try:
+            version = await self._enhance(spec, request_id, code_field, caller)
+            ok = True
+            return version
+        finally:
+            self._metrics.active_enhancements.dec()
+            self._metrics.enhancement_done(domain, ok, time.perf_counter() - began)
+
+    async def _enhance(self, spec: EnhancementSpec, request_id: str, code_field: str, caller: str) -> FunctionVersion:
         spec = dataclasses.replace(
             spec,
             function_name=spec.function_name or await self._first_function(spec.original_code, code_field),
@@ -180,8 +202,14 @@ class EnhancementService:
     async def regenerate(self, job: Regeneration) -> FunctionVersion | None:
         """Store the next version for job.parent, unless parent stopped being the current
         version meanwhile (then None: someone else already acted on it)."""
-        async with self._generating.hold(job.parent.function_name):
-            return await self._regenerate(job)
+        # Linked to the span that appended the trigger: the request that caused this,
+        # which may have ended long ago (the learning loop reads the log later).
+        attributes = {"poet.function": job.parent.function_name, "poet.parent_version": job.parent.version,
+                      "poet.reason": job.reason, "poet.trigger.event_id": job.trigger.id,
+                      "poet.trigger.trace_id": job.trigger.metadata.get("trace_id", "")}
+        with tracing.span("poet.regenerate", attributes, links=tracing.link_to(job.trigger.metadata)):
+            async with self._generating.hold(job.parent.function_name):
+                return await self._regenerate(job)
 
     async def _regenerate(self, job: Regeneration) -> FunctionVersion | None:
         name = job.parent.function_name  # the identity; job.spec (from the parent) has its module
@@ -216,9 +244,12 @@ class EnhancementService:
         self, spec: EnhancementSpec, label: str, code_field: str, evidence, caller: str
     ) -> GeneratedCode:
         async with self._fair_share.slot(caller):
-            return await asyncio.get_running_loop().run_in_executor(
-                self._workers, self._generate_checked, spec, label, code_field, evidence
-            )
+            with tracing.span("poet.generate", {"poet.version": label, "poet.domain": spec.domain}):
+                # The worker thread runs in this context: the generator's spans are children of this one.
+                context = contextvars.copy_context()
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._workers, context.run, self._generate_checked, spec, label, code_field, evidence
+                )
 
     async def _first_function(self, code: str, code_field: str) -> str:
         # In a generator process: parsing a large module here would hold the event loop.
@@ -257,7 +288,7 @@ class EnhancementService:
         try:
             return self._generate(
                 spec, version=label, evidence=evidence, llm=self._llm, sandbox=self._sandbox, limits=self._limits,
-                processes=self._processes,
+                processes=self._processes, metrics=self._metrics,
             )
         except generator.AnalysisError as exc:
             field = code_field if exc.field == "original_code" else exc.field

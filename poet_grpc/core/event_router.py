@@ -25,6 +25,8 @@ from poet_grpc.core.errors import OutOfRange
 from poet_grpc.core.models import AppendResult, EventFilter, EventRecord
 from poet_grpc.core.paging import page_size
 from poet_grpc.core.principal import principal_metadata
+from poet_grpc.observability import tracing
+from poet_grpc.observability.metrics import Metrics
 from poet_grpc.store import Store
 
 log = logging.getLogger(__name__)
@@ -89,8 +91,9 @@ def _beyond_end(position: int, last: int) -> OutOfRange:
 
 class EventRouter:
     def __init__(self, db: Database, *, environment: str, read_batch: int = 500, tail_events: int = TAIL_EVENTS,
-                 tail_bytes: int = TAIL_BYTES):
+                 tail_bytes: int = TAIL_BYTES, metrics: Metrics | None = None):
         self._db = db
+        self._metrics = metrics or Metrics()
         self._environment = environment
         self._read_batch = read_batch
         self._tail_events = tail_events
@@ -108,6 +111,7 @@ class EventRouter:
         self._log_start = 1
         """The first position retention has kept (as far as this process knows)."""
         db.on_commit(self._on_commit)
+        self._metrics.watch_log(lambda: (self._log_start, self._last))
 
     def new_event(
         self,
@@ -134,14 +138,20 @@ class EventRouter:
 
     def metadata(self) -> dict[str, str]:
         return {"version": SCHEMA_VERSION, "service": SERVICE_NAME, "environment": self._environment,
-                **principal_metadata()}
+                **principal_metadata(), **tracing.event_metadata()}
 
     async def commit(self, transaction: Callable[[Store], T]) -> T:
         """Run a store transaction that may read and append events, atomically;
         returns once it is committed (group-committed with concurrent ones).
-        It runs in the caller's context, so events it makes record the caller's principal."""
-        context = contextvars.copy_context()
-        return await self._db.write(lambda store: context.run(transaction, store))
+        It runs in the caller's context, so events it makes record the caller's principal
+        and trace (that of this commit's span)."""
+        with tracing.span("poet.store.commit"):
+            context = contextvars.copy_context()
+            began = time.perf_counter()
+            try:
+                return await self._db.write(lambda store: context.run(transaction, store))
+            finally:
+                self._metrics.append_duration.observe(time.perf_counter() - began)
 
     async def append(self, events: list[EventRecord]) -> list[AppendResult]:
         """Append a batch atomically; duplicates by id are reported, not appended."""
@@ -294,6 +304,7 @@ class EventRouter:
                 drop += 1
             self._drop_tail(drop)
         self._last = max(self._last, events[-1].position)
+        self._metrics.events_appended.inc(len(events))
         self._notify()
 
     def _notify(self) -> None:

@@ -35,6 +35,7 @@ from poet_grpc.core.keyed_locks import KeyedLocks
 from poet_grpc.core.models import EventFilter, EventRecord, FunctionVersion
 from poet_grpc.core.quotas import check as check_quota
 from poet_grpc.core.versions import describe_changes
+from poet_grpc.observability.metrics import Metrics
 from poet_grpc.store import Store
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,10 @@ def derived_id(trigger: EventRecord, event_type: str) -> str:
 
 
 class LearningLoop:
-    def __init__(self, db: Database, router: EventRouter, enhancements: EnhancementService, policy: learning.LearningPolicy):
+    def __init__(self, db: Database, router: EventRouter, enhancements: EnhancementService, policy: learning.LearningPolicy,
+                 *, metrics: Metrics | None = None):
         self._db = db
+        self._metrics = metrics or Metrics()
         self._router = router
         self._enhancements = enhancements
         self._policy = policy
@@ -133,6 +136,7 @@ class LearningLoop:
             return None
         if new is not None:
             log.info("%s %s -> %s: %s", function_name, current.version, new.version, finding.reason)
+            self._metrics.regenerations.labels(finding.pattern_type).inc()  # a fixed set (learning.Finding)
         return new
 
     def _announcements(
@@ -206,7 +210,8 @@ class LearningLoop:
             return False  # everything it does is in the log, with replay-safe ids
 
         await consume(self._db, self._router, CONSUMER, handle,
-                      wants=lambda event: event.type in _REACTS_TO, after_batch=self._review_executed)
+                      wants=lambda event: event.type in _REACTS_TO, after_batch=self._review_executed,
+                      metrics=self._metrics)
 
     async def _review_executed(self) -> None:
         """Review each version that executions in the last batch concern, once: a

@@ -27,7 +27,8 @@ class EventRecord:
     correlation_id: str = ""
     causation_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
-    """Envelope: version (schema), service, environment."""
+    """Envelope: version (schema), service, environment; principal of the call that
+    appended it; trace_id and span_id of the span it was appended in (while tracing)."""
     function_name: str = ""
     """Function the event concerns; "" for system-wide events."""
     position: int = 0

@@ -67,6 +67,8 @@ except ImportError:  # not on this platform: memory_mb is reported as 0.0
     _poet_resource = None
 _POET_RSS_PER_MB = 1048576.0 if _poet_sys.platform == "darwin" else 1024.0
 """ru_maxrss is in bytes on macOS, in kilobytes elsewhere."""
+_poet_ev_clock = _poet_time.time
+"""The wall clock as at import: a caller's test that patches time.time keeps every value it feeds."""
 _POET_EVENTS = {"events_sent": 0, "events_dropped": 0, "events_failed": 0}
 """The module's event counters, shared by its enhanced functions (each shows them in poet_metrics)."""
 _POET_EVENTS_ENV_URL = _poet_os.environ.get("POET_EVENTS_URL") or ""
@@ -131,7 +133,7 @@ def _poet_emit(event_type, payload, *, function_name, params, correlation_id="",
             return
         # The caller pays for a shallow copy only; the sender thread builds the event.
         copied = _poet_builtins.dict(payload) if payload else {}
-        event = (event_type, copied, correlation_id, causation_id, _poet_time.time(), function_name, url)
+        event = (event_type, copied, correlation_id, causation_id, _poet_ev_clock(), function_name, url)
         with _poet_ev_cond:
             if not _poet_ev_state["configured"]:  # the first event: its function's settings
                 _poet_ev_state["configured"] = True

@@ -47,6 +47,7 @@ from poet_grpc.generator._analysis import Analysis, analyze_module, normalize_ne
 from poet_grpc.generator._capabilities import check_capabilities, emitter_block
 from poet_grpc.generator._errors import AnalysisError, GateError
 from poet_grpc.generator._parsing import parse as parse_ast
+from poet_grpc.observability import tracing
 from poet_grpc.sandbox import Pending, Sandbox, SandboxError, TaskResult
 
 _IMPORT_JOB_SOURCE = Path(__file__).with_name("_gate_import_job.py").read_text(encoding="utf-8")
@@ -165,12 +166,13 @@ def check_generated(
     checked as LF, as Python reads them.
     prepare_checks() and start_sandbox_checks() are the same check in two halves.
     """
-    checks, rest = _prepare(original_source, generated_source, function_name, chunks=chunks, original=original,
-                            module=module)
-    sandbox = sandbox or gate_sandbox()
-    timeout_seconds = timeout_seconds or sandbox.timeout_seconds
-    started = _submit(checks, sandbox, timeout_seconds, then=rest)
-    _verdicts(started, timeout_seconds)
+    with tracing.span("poet.gate"):
+        checks, rest = _prepare(original_source, generated_source, function_name, chunks=chunks, original=original,
+                                module=module)
+        sandbox = sandbox or gate_sandbox()
+        timeout_seconds = timeout_seconds or sandbox.timeout_seconds
+        started = _submit(checks, sandbox, timeout_seconds, then=rest)
+        _verdicts(started, timeout_seconds)
 
 
 class StartedChecks:
@@ -179,14 +181,17 @@ class StartedChecks:
     def __init__(self, pending: list[Pending], timeout_seconds: float):
         self._pending = pending
         self._timeout_seconds = timeout_seconds
+        self._span = tracing.start_span("poet.gate")  # ends with the verdicts
 
     def verdicts(self) -> None:
         """Wait for them; GateError when one fails."""
-        _verdicts(self._pending, self._timeout_seconds)
+        with tracing.use(self._span):
+            _verdicts(self._pending, self._timeout_seconds)
 
     def cancel(self) -> None:
         for pending in self._pending:
             pending.cancel()
+        self._span.end()
 
 
 def start_sandbox_checks(checks: SandboxChecks, *, sandbox: GateSandbox | None = None,

@@ -3,6 +3,7 @@ prepare(), its CPU-bound first half."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ from poet_grpc.core.models import EnhancementSpec, GeneratedCode
 from poet_grpc.generator import _render
 from poet_grpc.generator._analysis import MAX_PARAMETERS, analyze_module, first_function_name, normalize_newlines
 from poet_grpc.generator._dana import annotate_dana
-from poet_grpc.generator._errors import AnalysisError
+from poet_grpc.generator._errors import AnalysisError, GateError
 from poet_grpc.generator._gate import SandboxChecks, StartedChecks, prepare_checks, start_sandbox_checks
 from poet_grpc.generator._params import resolve_domain, resolve_optimize_for, resolve_params
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from poet_grpc.generator._gate import GateSandbox
     from poet_grpc.generator._llm import GeminiGenerator
     from poet_grpc.generator._processes import GeneratorProcesses
+    from poet_grpc.observability.metrics import Metrics
 
 GENERATOR = "template"
 
@@ -77,6 +79,7 @@ def generate(
     sandbox: GateSandbox | None = None,
     limits: Limits = DEFAULT_LIMITS,
     processes: GeneratorProcesses | None = None,
+    metrics: Metrics | None = None,
 ) -> GeneratedCode:
     """The enhanced version of spec.function_name (the first function when empty).
 
@@ -95,22 +98,37 @@ def generate(
     version (written from the analysis, the domain, the template and `evidence`, the
     feedback the template ignores) is returned when it passes the gate, generator
     "gemini"; otherwise the template's, with params["llm_fallback_reason"] saying why.
+    `metrics`: where the gate's verdicts and the fallbacks to the template are counted.
     """
     running: list[StartedChecks] = []
+    gate_began: list[float] = []
 
     def start(checks: SandboxChecks) -> None:  # the sandbox works while the last static checks run
+        gate_began.append(time.perf_counter())
         running.append(start_sandbox_checks(checks, sandbox=sandbox))
 
+    def gate_seconds() -> float | None:
+        """The gate's time, from the start of its sandboxed checks (the static ones
+        before them are not timed: they run in a worker process, among the rendering)."""
+        return time.perf_counter() - gate_began[0] if gate_began else None
+
     try:
-        if processes is not None:
-            prepared = processes.prepare(spec, version=version, limits=limits, started=start)
-        else:
-            prepared = prepare(spec, version=version, limits=limits, started=start)
-    except BaseException:
-        for checks in running:
-            checks.cancel()
+        try:
+            if processes is not None:
+                prepared = processes.prepare(spec, version=version, limits=limits, started=start)
+            else:
+                prepared = prepare(spec, version=version, limits=limits, started=start)
+        except BaseException:
+            for checks in running:
+                checks.cancel()
+            raise
+        running[0].verdicts()
+    except GateError as exc:
+        if metrics is not None:
+            metrics.gate_checked(GENERATOR, gate_seconds(), rejected=exc.check)
         raise
-    running[0].verdicts()
+    if metrics is not None:
+        metrics.gate_checked(GENERATOR, gate_seconds())
     template = prepared.code
     if llm is None:
         return template
@@ -118,6 +136,8 @@ def generate(
     outcome = llm.enhance_outcome(spec, template, evidence=evidence, sandbox=sandbox)
     if outcome.code is not None:
         return outcome.code
+    if metrics is not None:
+        metrics.llm_fallbacks.labels(outcome.status).inc()
     return replace(template, params={**template.params, "llm_fallback_reason": outcome.fallback_reason})
 
 

@@ -60,7 +60,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poet_grpc.core.models import EnhancementSpec, GeneratedCode
 from poet_grpc.generator import _render
@@ -71,6 +71,10 @@ from poet_grpc.generator._params import resolve_domain
 from poet_grpc.generator._prompt import build_prompt, extract_code
 from poet_grpc.generator.domains import DOMAINS
 from poet_grpc.generator._parsing import parse as parse_ast
+from poet_grpc.observability import tracing
+
+if TYPE_CHECKING:
+    from poet_grpc.observability.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +227,7 @@ class GeminiGenerator:
         cache_size: int = 128,
         temperature: float = 0.2,
         max_output_tokens: int | None = None,
+        metrics: Metrics | None = None,
     ):
         """api_key: the Gemini API key (required). base_url: another endpoint (tests
         point it at a local fake); None for Google's. timeout_seconds: per request.
@@ -230,7 +235,8 @@ class GeminiGenerator:
         backoff_*: the delay before retry n is random in [0, min(max, base * 2**(n-1))].
         max_retry_after_seconds: bound of a server-requested delay (Retry-After,
         RetryInfo). failure_threshold / reset_seconds: the circuit breaker.
-        cache_size: accepted modules kept by prompt (0 disables the cache)."""
+        cache_size: accepted modules kept by prompt (0 disables the cache).
+        metrics: where outcomes, requests and the gate's verdicts are counted."""
         if not api_key:
             raise ValueError("api_key is required")
         if max_attempts < 1:
@@ -268,6 +274,7 @@ class GeminiGenerator:
         self._cache_lock = threading.Lock()
         self._local = threading.local()
         self._sleep = time.sleep
+        self._metrics = metrics
 
     # --- public ------------------------------------------------------------
 
@@ -302,12 +309,16 @@ class GeminiGenerator:
     ) -> LLMOutcome:
         """enhance(), returning the whole outcome (also kept as last_outcome).
         `sandbox`: where the gate runs the LLM's code (default: gate_sandbox())."""
-        try:
-            outcome = self._enhance(spec, template, evidence, sandbox)
-        except Exception as exc:  # the LLM path never breaks generation
-            logger.exception("Gemini generator failed unexpectedly")
-            outcome = LLMOutcome(ERROR, _short(f"{type(exc).__name__}: {exc}"))
+        with tracing.span("poet.llm", {"gen_ai.system": "gemini", "gen_ai.request.model": self.model}) as span:
+            try:
+                outcome = self._enhance(spec, template, evidence, sandbox)
+            except Exception as exc:  # the LLM path never breaks generation
+                logger.exception("Gemini generator failed unexpectedly")
+                outcome = LLMOutcome(ERROR, _short(f"{type(exc).__name__}: {exc}"))
+            span.set_attribute("poet.llm.outcome", outcome.status)
         self._local.outcome = outcome
+        if self._metrics is not None:
+            self._metrics.llm_answered(outcome.status, outcome.attempts)
         if not outcome.ok:
             logger.info("Gemini version of %s not used: %s", spec.function_name, outcome.fallback_reason)
         return outcome
@@ -355,16 +366,24 @@ class GeminiGenerator:
             _check_policy(spec.original_code, python)
         except _PolicyError as exc:
             return LLMOutcome(POLICY_REJECTED, _short(str(exc)), attempts=attempts)
+        gate_began = time.perf_counter()
         try:
             check_generated(spec.original_code, python, name, sandbox=sandbox, module=spec.module)
         except GateError as exc:
+            self._gate_checked(gate_began, exc.check)
             status = MALFORMED_OUTPUT if exc.check in _MALFORMED_CHECKS else GATE_REJECTED
             return LLMOutcome(status, _short(f"{exc.check}: {exc.description}"), attempts=attempts)
         except GeneratorError as exc:
+            self._gate_checked(gate_began, "other")
             return LLMOutcome(GATE_REJECTED, _short(str(exc)), attempts=attempts)
+        self._gate_checked(gate_began)
         optimizations = _detected_safeguards(spec.original_code, python, template.optimizations)
         self._cache_put(key, (python, optimizations))
         return LLMOutcome(OK, code=self._version(template, python, optimizations), attempts=attempts)
+
+    def _gate_checked(self, began: float, rejected: str | None = None) -> None:
+        if self._metrics is not None:
+            self._metrics.gate_checked(GENERATOR, time.perf_counter() - began, rejected)
 
     def _version(self, template: GeneratedCode, python: str, optimizations: tuple[str, ...]) -> GeneratedCode:
         from poet_grpc.generator._generate import safety_level
@@ -384,7 +403,10 @@ class GeminiGenerator:
         while True:
             attempt += 1
             try:
-                response = self._client.models.generate_content(model=self.model, contents=prompt, config=self._config)
+                with tracing.span("poet.llm.call", {"gen_ai.system": "gemini", "gen_ai.request.model": self.model,
+                                                    "poet.llm.attempt": attempt}):
+                    response = self._client.models.generate_content(model=self.model, contents=prompt,
+                                                                    config=self._config)
             except Exception as exc:
                 failed, retry_after = self._classify(exc)
                 failed.attempts = attempt

@@ -33,6 +33,7 @@ from poet_grpc.generator._analysis import FunctionInfo
 from poet_grpc.generator._errors import GateError
 from poet_grpc.generator._gate import SandboxChecks
 from poet_grpc.generator._generate import DEFAULT_LIMITS, Limits, Prepared
+from poet_grpc.observability import tracing
 
 TIMEOUT_SECONDS = 120.0
 """Longest one call may take (a bounded request takes a few seconds); then the worker is killed."""
@@ -146,7 +147,16 @@ class GeneratorProcesses:
     ) -> Prepared:
         """prepare() in a worker process; its AnalysisError and GateError come back as
         raised, and `started` is called here, in the caller's thread."""
-        return self._run("prepare", (spec,), {"version": version, "limits": limits}, started)
+        # This side of the worker's work. Not the current span: the gate, which
+        # `started` begins meanwhile, is its sibling, not its child.
+        span = tracing.start_span("poet.prepare")
+        try:
+            return self._run("prepare", (spec,), {"version": version, "limits": limits}, started)
+        except BaseException as exc:
+            span.record_exception(exc)
+            raise
+        finally:
+            span.end()
 
     def analyze(self, source: str, function_name: str, *, max_parameters: int | None = None) -> FunctionInfo:
         return self._run("analyze", (source, function_name), {"max_parameters": max_parameters})

@@ -399,7 +399,7 @@ def _enhanced_function(
     body = [
         '_poet_stage = "perceive"',
         "# Train: the call's start and CPU time, measured only when events are configured.",
-        '_poet_cpu = (_POET_PARAMS.get("events_url") or _POET_EVENTS_ENV_URL) and _poet_time.process_time()',
+        '_poet_cpu = (_POET_PARAMS.get("events_url") or _POET_EVENTS_ENV_URL) and _poet_cpu_clock()',
         "_poet_started = _poet_cpu and _poet_clock()",
         "try:",
     ]

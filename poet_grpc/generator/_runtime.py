@@ -47,6 +47,10 @@ _poet_retrying = _poet_contextvars.ContextVar("_poet_retrying", default=False)
 _poet_reported = set()
 """(parameter, type seen) pairs already reported as contract violations (at most 100)."""
 _poet_clock = _poet_time.perf_counter
+_poet_wall_clock = _poet_time.time
+_poet_cpu_clock = _poet_time.process_time
+"""The clocks as they were at import: a caller's test that patches time.time (funcy's do) keeps
+every value it feeds for itself."""
 
 
 class _poet_Metrics(_poet_abc.Mapping):
@@ -352,9 +356,9 @@ def _poet_succeeded(started, cpu):
 def _poet_execution_event(error, started, cpu_started):
     """Train: one seed 002 function.execution event for the call that began at `started`."""
     try:
-        end = _poet_time.time()
+        end = _poet_wall_clock()
         duration = _poet_clock() - started
-        cpu = _poet_time.process_time() - cpu_started
+        cpu = _poet_cpu_clock() - cpu_started
         memory = 0.0
         if _poet_resource is not None:
             memory = _poet_resource.getrusage(_poet_resource.RUSAGE_SELF).ru_maxrss / _POET_RSS_PER_MB

@@ -19,6 +19,7 @@ from poet_grpc.core.db import Database
 from poet_grpc.core.errors import FieldViolation, InvalidArgument, NotFound
 from poet_grpc.core.event_router import EventRouter
 from poet_grpc.core.paging import page_size
+from poet_grpc.observability.metrics import Metrics
 
 from ._config import KINDS, SinkConfig, SinksFileError, load_sinks
 from .inbound import InboundMapper
@@ -52,14 +53,16 @@ class DeadLetter:
 
 
 class Integrations:
-    def __init__(self, db: Database, router: EventRouter, sinks: list[SinkConfig], *, checkpoint_seconds: float = 5.0):
+    def __init__(self, db: Database, router: EventRouter, sinks: list[SinkConfig], *, checkpoint_seconds: float = 5.0,
+                 metrics: Metrics | None = None):
         self._db = db
+        self._metrics = metrics or Metrics()
         self._router = router
         self._configs = list(sinks)
         self._checkpoint_seconds = checkpoint_seconds
         self._client: httpx.AsyncClient | None = None
         self.sinks: dict[str, Sink] = {}
-        self.inbound = InboundMapper(db, router, checkpoint_seconds=checkpoint_seconds)
+        self.inbound = InboundMapper(db, router, checkpoint_seconds=checkpoint_seconds, metrics=self._metrics)
         self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
@@ -67,7 +70,8 @@ class Integrations:
         self._client = httpx.AsyncClient(follow_redirects=False)
         self._tasks.append(loop.create_task(self.inbound.run(), name="poet-inbound"))
         for config in self._configs:
-            sink = Sink(config, self._db, self._router, self._client, checkpoint_seconds=self._checkpoint_seconds)
+            sink = Sink(config, self._db, self._router, self._client, checkpoint_seconds=self._checkpoint_seconds,
+                        metrics=self._metrics)
             self.sinks[config.name] = sink
             self._tasks.append(loop.create_task(sink.run(), name=f"poet-sink-{config.name}"))
         if self._configs:

@@ -22,6 +22,7 @@ from dataclasses import replace
 from poet_grpc.core.db import Database
 from poet_grpc.core.event_router import EventRouter
 from poet_grpc.core.models import EventRecord
+from poet_grpc.observability.metrics import Metrics
 
 from poet_grpc.core.consumer import consume
 
@@ -40,14 +41,16 @@ def derived_id(trigger: EventRecord, event_type: str) -> str:
 
 
 class InboundMapper:
-    def __init__(self, db: Database, router: EventRouter, *, checkpoint_seconds: float = 5.0):
+    def __init__(self, db: Database, router: EventRouter, *, checkpoint_seconds: float = 5.0,
+                 metrics: Metrics | None = None):
         self._db = db
         self._router = router
         self._checkpoint_seconds = checkpoint_seconds
+        self._metrics = metrics
 
     async def run(self) -> None:
         await consume(self._db, self._router, CONSUMER, self._handle, checkpoint_seconds=self._checkpoint_seconds,
-                      wants=lambda event: event.type in _MAPPED)
+                      wants=lambda event: event.type in _MAPPED, metrics=self._metrics)
 
     async def _handle(self, event: EventRecord) -> bool:
         mapped = await self.map(event)

@@ -23,6 +23,7 @@ import httpx
 from poet_grpc.core.db import Database
 from poet_grpc.core.event_router import EventRouter
 from poet_grpc.core.models import EventRecord
+from poet_grpc.observability.metrics import Metrics
 
 from ._config import SinkConfig
 from poet_grpc.core.consumer import consume
@@ -49,9 +50,11 @@ class Delivery:
 
 class Sink:
     def __init__(self, config: SinkConfig, db: Database, router: EventRouter, client: httpx.AsyncClient,
-                 *, checkpoint_seconds: float = 5.0):
+                 *, checkpoint_seconds: float = 5.0, metrics: Metrics | None = None):
         self.config = config
         self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_reset_seconds)
+        self._metrics = metrics or Metrics()
+        self._counts = self._metrics.sink(config.name, lambda: self.breaker.state)
         self._db = db
         self._router = router
         self._client = client
@@ -71,7 +74,7 @@ class Sink:
 
     async def run(self) -> None:
         await consume(self._db, self._router, self.consumer, self._handle, checkpoint_seconds=self._checkpoint_seconds,
-                      wants=self.wants)
+                      wants=self.wants, metrics=self._metrics)
 
     async def _handle(self, event: EventRecord) -> bool:
         if not self.wants(event):
@@ -82,6 +85,7 @@ class Sink:
     async def deliver_or_dead_letter(self, event: EventRecord) -> Delivery:
         result = await self.deliver(event)
         if not result.ok:
+            self._counts.dead_lettered.inc()
             now = time.time()
             log.warning("sink %s: event %s (%s) dead-lettered after %d attempt(s): %s",
                         self.config.name, event.id, event.type, result.attempts, result.error)
@@ -117,10 +121,15 @@ class Sink:
                 first = first or last
                 if outcome.retryable:
                     self.breaker.failure()
+                    self._counts.failed_retryable.inc()
+                else:
+                    self._counts.failed_final.inc()
                 failures = attempts - index
                 if not outcome.retryable or failures >= cfg.max_attempts:
                     return Delivery(False, attempts, outcome.error, first, last)
+                self._counts.retried.inc()
                 await asyncio.sleep(backoff(cfg, failures, outcome.retry_after))
+            self._counts.delivered.inc()
             await self._after_delivery(event, body)
             return Delivery(True, attempts, "", first, last)
 

@@ -490,7 +490,8 @@ def test_corpus_is_large_enough(corpus):
     assert {t.module.name for t in corpus.targets} >= {"boltons.iterutils", "boltons.strutils", "boltons.dictutils"}
     assert sum(len(t.functions) for t in corpus.targets) >= 250
     assert all(t.functions for t in corpus.targets), [t.module.name for t in corpus.targets if not t.functions]
-    assert "base_reliability" in corpus.singles_domains
+    if not os.environ.get("POET_CORPUS_DOMAINS"):  # named domains are the caller's choice
+        assert "base_reliability" in corpus.singles_domains
 
 
 def test_originals_pass_their_own_tests(originals):

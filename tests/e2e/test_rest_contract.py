@@ -76,7 +76,7 @@ def gateway_url(tmp_path_factory):
     """A real `poet-grpc serve`, with one function stored so that reads find something."""
     grpc_address, http_port = f"127.0.0.1:{_free_port()}", _free_port()
     env = dict(os.environ, POET_DB=str(tmp_path_factory.mktemp("contract") / "poet.db"),
-               POET_SHUTDOWN_GRACE_SECONDS="2", POET_LOG_LEVEL="ERROR")
+               POET_SHUTDOWN_GRACE_SECONDS="2", POET_SHUTDOWN_DRAIN_SECONDS="0", POET_LOG_LEVEL="ERROR")
     process = subprocess.Popen(
         [sys.executable, "-m", "poet_grpc", "serve", "--grpc-listen", grpc_address,
          "--http-listen", f"127.0.0.1:{http_port}"],

@@ -98,7 +98,7 @@ def test_serve_refuses_to_start_when_the_host_gives_no_sandbox(tmp_path):
     container runtime's default does), serve stops at startup, says why and names
     the weaker mode, which an operator may then choose knowingly."""
     command = [sys.executable, "-m", "poet_grpc", "serve", "--grpc-listen", f"127.0.0.1:{free_port()}", "--no-gateway"]
-    env = dict(os.environ, POET_DB=str(tmp_path / "refused.db"))
+    env = dict(os.environ, POET_DB=str(tmp_path / "refused.db"), POET_SHUTDOWN_DRAIN_SECONDS="0")
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, preexec_fn=seccomp.deny_unshare)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "poet-grpc: cannot start:" in result.stderr and "--sandbox process" in result.stderr

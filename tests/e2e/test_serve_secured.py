@@ -11,17 +11,19 @@ import ssl
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import grpc
 import httpx
 import pytest
 
+from support import read_until
+
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb, poet_service_pb2_grpc
 
 from auth_support import API_KEYS, bearer, write_auth_file, write_tls
 from test_serve import free_port
+from support import read_until
 
 CODE = "def double(x: int) -> int:\n    return x * 2\n"
 
@@ -41,8 +43,9 @@ class SecuredService:
             command += ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.http_port}"
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        env=dict(os.environ, POET_SHUTDOWN_GRACE_SECONDS="2"))
-        self.output = _until(self.process, "REST gateway listening")
+                                        env=dict(os.environ, POET_SHUTDOWN_GRACE_SECONDS="2",
+                                                 POET_SHUTDOWN_DRAIN_SECONDS="0"))
+        self.output = read_until(self.process, "REST gateway listening")
 
     def cli(self, *args: str, token: str = "", tls: bool = True) -> subprocess.CompletedProcess:
         env = dict(os.environ, POET_TOKEN=token) if token else {k: v for k, v in os.environ.items() if k != "POET_TOKEN"}
@@ -65,19 +68,6 @@ def _trust(ca: Path, cert: Path | None = None, key: Path | None = None) -> ssl.S
     if cert is not None:
         context.load_cert_chain(str(cert), str(key))
     return context
-
-
-def _until(process: subprocess.Popen, marker: str) -> list[str]:
-    output: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            raise AssertionError("serve exited early:\n" + "".join(output))
-        output.append(line)
-        if marker in line:
-            return output
-    raise AssertionError("serve did not start:\n" + "".join(output))
 
 
 @pytest.fixture(scope="module")
@@ -198,9 +188,10 @@ def test_serving_beyond_loopback_without_auth_is_refused_unless_insecure(tmp_pat
     process = subprocess.Popen(
         [sys.executable, "-m", "poet_grpc", "serve", "--grpc-listen", f"0.0.0.0:{port}", "--no-gateway",
          "--db", str(tmp_path / "y.db")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, POET_INSECURE="true"))
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, POET_INSECURE="true", POET_SHUTDOWN_DRAIN_SECONDS="0"))
     try:
-        output = "".join(_until(process, "authentication: off"))
+        output = "".join(read_until(process, "authentication: off"))
         assert "every caller may call every method" in output
         line = process.stdout.readline()
         assert "WARNING: serving without authentication beyond loopback" in line

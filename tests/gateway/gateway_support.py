@@ -1,7 +1,15 @@
 """The real service for gateway tests: create_server() (store, core, interceptors)
-behind a real Envoy. (A module of its own: two conftest.py files share one name.)"""
+behind a real Envoy and its HTTP side; and a Server-Sent Events reader.
+(A module of its own: two conftest.py files share one name.)"""
 
 from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+import httpx
 
 from poet_grpc.api.gateway import EnvoyGateway
 
@@ -18,14 +26,18 @@ class RealService:
 
 
 async def start_real_service(tmp_path, **overrides) -> RealService:
-    from poet_grpc.config import Settings
+    """As `poet-grpc serve` runs it: the gateway gets the core's metrics and the
+    settings' CORS origins."""
+    from poet_grpc.config import Settings, parse_cors_origins
     from poet_grpc.api.server import create_server
 
     values = dict(grpc_listen="127.0.0.1:0", gateway=False, db=tmp_path / "poet.db", checkpoint_seconds=30.0)
     values.update(overrides)
     settings = Settings(**values)
     server, port = await create_server(settings)
-    gateway = EnvoyGateway(f"127.0.0.1:{port}", "127.0.0.1:0")
+    metrics = getattr(getattr(server.core, "metrics", None), "exposition", None)
+    gateway = EnvoyGateway(f"127.0.0.1:{port}", "127.0.0.1:0", metrics=metrics,
+                           cors_origins=parse_cors_origins(settings.cors_origins))
     try:
         await gateway.start()
     except BaseException:
@@ -39,3 +51,57 @@ async def stop_real_service(service: RealService) -> None:
         await service.server.stop(grace=1)
     finally:
         await service.gateway.stop()
+
+
+@dataclass
+class Frame:
+    """One Server-Sent Event: its id (None without an id line), type and data (parsed JSON)."""
+
+    id: str | None
+    event: str
+    data: dict
+
+    @property
+    def kind(self) -> str:
+        """"event", "checkpoint" or "batch" (the StreamEventsResponse item), or "error"."""
+        return "error" if self.event == "error" else next(iter(self.data), "")
+
+
+def parse_sse(text: str) -> list[Frame]:
+    """The frames of an SSE body (the subset the gateway writes: id, event, data)."""
+    frames = []
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.split("\n"):
+            name, _, value = line.partition(": ")
+            if name in ("id", "event", "data"):
+                fields[name] = value
+        if "data" in fields:
+            frames.append(Frame(fields.get("id"), fields.get("event", "message"), json.loads(fields["data"])))
+    return frames
+
+
+async def sse_frames(client: httpx.AsyncClient, path: str, params=None, *, headers=None,
+                     until: Callable[[list[Frame]], bool], timeout: float = 10) -> list[Frame]:
+    """SSE frames of path until until(frames) holds (or the stream ends); then the client hangs up."""
+    frames: list[Frame] = []
+
+    async def read() -> None:
+        async with client.stream("GET", path, params=params, headers=headers) as response:
+            assert response.status_code == 200, await response.aread()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            buffer = ""
+            async for chunk in response.aiter_text():
+                buffer += chunk
+                *blocks, buffer = buffer.split("\n\n")
+                for block in blocks:
+                    frames.extend(parse_sse(block + "\n\n"))
+                    if until(frames):
+                        return
+
+    await asyncio.wait_for(read(), timeout)
+    return frames
+
+
+def caught_up(frames: list[Frame]) -> bool:
+    return bool(frames) and frames[-1].kind == "checkpoint" and frames[-1].data["checkpoint"]["caught_up"]

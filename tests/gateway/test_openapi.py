@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
-from google.protobuf import descriptor_pb2
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2, json_format
+from google.rpc import status_pb2
+from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from poet_grpc.api.gateway import openapi_path
@@ -120,7 +124,7 @@ SAMPLE = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory) -> dict:
+def sample_descriptors(tmp_path_factory) -> descriptor_pb2.FileDescriptorSet:
     from grpc_tools import protoc
 
     root = tmp_path_factory.mktemp("proto")
@@ -129,9 +133,25 @@ def sample(tmp_path_factory) -> dict:
     includes = [f"-I{d}" for d in [root, *openapi._include_dirs()[1:]]]
     assert protoc.main(["protoc", *includes, f"--descriptor_set_out={out}", "--include_imports",
                         "--include_source_info", "sample.proto", *openapi.EXTRA_PROTOS]) == 0
-    document = openapi.build(descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()))
+    return descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def sample(sample_descriptors) -> dict:
+    document = openapi.build(sample_descriptors)
     validate(document)
     return document
+
+
+def _http_rule(fds: descriptor_pb2.FileDescriptorSet, method_name: str) -> annotations_pb2.HttpRule:
+    file = next(f for f in fds.file if f.name == "sample.proto")
+    method = next(m for m in file.service[0].method if m.name == method_name)
+    return method.options.Extensions[annotations_pb2.http]
+
+
+def _operation_ids(document: dict) -> dict[tuple[str, str], str]:
+    return {(verb, path): op["operationId"] for path, methods in document["paths"].items()
+            for verb, op in methods.items()}
 
 
 def _schema(document: dict, name: str) -> dict:
@@ -144,11 +164,56 @@ def test_paths_verbs_and_bindings(sample: dict) -> None:
         "/v1/things/{name}:rename", "/v1/things:watch",
     }
     primary = sample["paths"]["/v1/shelves/{shelf}/things/{name}"]["get"]
-    assert primary["operationId"] == "ThingService_GetThing"
-    assert sample["paths"]["/v1/things/{name}"]["get"]["operationId"] == "ThingService_GetThing_2"
     assert primary["summary"] == "Gets a thing"
     assert primary["tags"] == ["ThingService"]
     assert sample["tags"] == [{"name": "ThingService", "description": "Things, for tests."}]
+
+
+def test_operation_ids_are_the_rpc_name_scoped_by_the_route(sample: dict) -> None:
+    assert _operation_ids(sample) == {
+        ("get", "/v1/shelves/{shelf}/things/{name}"): "GetShelfThing",
+        ("get", "/v1/things/{name}"): "GetThing",  # the additional binding
+        ("post", "/v1/shelves/{shelf}/things"): "CreateShelfThing",
+        ("post", "/v1/things/{name}:rename"): "RenameThing",
+        ("get", "/v1/things:watch"): "WatchThings",
+    }
+
+
+@pytest.mark.parametrize("method, template, wanted", [
+    ("ListEvents", "/api/v1/functions/{function_name}/events", "ListFunctionEvents"),
+    ("ListEvents", "/api/v1/events", "ListEvents"),
+    ("StreamEvents", "/api/v1/functions/{function_name}/events:stream", "StreamFunctionEvents"),
+    ("GetVersion", "/api/v1/functions/{function_name}/versions/{version}", "GetFunctionVersion"),
+    ("ActivateVersion", "/api/v1/functions/{function_name}/versions/{version}:activate", "ActivateFunctionVersion"),
+    ("ReplayDeadLetters", "/api/v1/dead-letters:replay", "ReplayDeadLetters"),
+    ("ListLetters", "/v1/dead-letters/{box}/letters", "ListBoxLetters"),  # the variable names the parent
+    ("ListParts", "/v1/dead-letters/{name}/parts", "ListDeadLetterParts"),  # a generic one: the collection
+    ("GetBook", "/v1/{name=publishers/*/books/*}", "GetPublisherBook"),
+    ("ListBooks", "/v1/{parent=libraries/*/categories/*}/books", "ListLibraryCategoryBooks"),
+    ("ListShelves", "/v1/rooms/{room_id}/shelves", "ListRoomShelves"),
+    ("ListShelfBooks", "/v1/shelves/{shelf}/books", "ListShelfBooks"),  # the scope already in the name
+    ("Enhance", "/api/v1/functions/enhance", "Enhance"),
+    ("GetLiveness", "/health/live", "GetLiveness"),
+])
+def test_operation_id(method: str, template: str, wanted: str) -> None:
+    assert openapi._operation_id(method, template) == wanted
+
+
+def test_operation_ids_do_not_depend_on_the_order_of_bindings(sample_descriptors) -> None:
+    swapped = descriptor_pb2.FileDescriptorSet()
+    swapped.CopyFrom(sample_descriptors)
+    rule = _http_rule(swapped, "GetThing")
+    primary, additional = rule.get, rule.additional_bindings[0].get
+    rule.get, rule.additional_bindings[0].get = additional, primary
+    assert _operation_ids(openapi.build(swapped)) == _operation_ids(openapi.build(sample_descriptors))
+
+
+def test_two_bindings_with_one_operation_id_are_refused(sample_descriptors) -> None:
+    clash = descriptor_pb2.FileDescriptorSet()
+    clash.CopyFrom(sample_descriptors)
+    _http_rule(clash, "WatchThings").additional_bindings.add(get="/v2/things:watch")
+    with pytest.raises(ValueError, match="GET /v1/things:watch and GET /v2/things:watch would both be operationId WatchThings"):
+        openapi.build(clash)
 
 
 def test_get_fields_are_path_and_query_parameters(sample: dict) -> None:
@@ -212,10 +277,15 @@ def test_streams_errors_and_unbound_methods(sample: dict) -> None:
         "$ref": "#/components/schemas/google.rpc.Status"}
     assert "Retry-After" in responses["429"]["headers"]
     assert "Hidden" not in json.dumps(sample["paths"])
-    status = _schema(sample, "google.rpc.Status")
-    assert status["properties"]["details"]["items"]["properties"]["@type"]["type"] == "string"
-    for name in openapi.ERROR_DETAIL_TYPES:
-        assert name in sample["components"]["schemas"]
+    items = _schema(sample, "google.rpc.Status")["properties"]["details"]["items"]
+    mapping = items["discriminator"]["mapping"]
+    assert items["discriminator"]["propertyName"] == "@type"
+    assert items["oneOf"] == [{"$ref": ref} for ref in mapping.values()]
+    assert set(mapping) == {f"type.googleapis.com/{name}" for name in openapi.ERROR_DETAIL_TYPES}
+    error_info = _schema(sample, "ErrorInfoDetail")["allOf"]
+    assert error_info[0]["properties"]["@type"]["enum"] == ["type.googleapis.com/google.rpc.ErrorInfo"]
+    assert error_info[1] == {"$ref": "#/components/schemas/google.rpc.ErrorInfo"}
+    assert set(_schema(sample, "google.rpc.ErrorInfo")["properties"]) == {"reason", "domain", "metadata"}
 
 
 # -- the committed document ---------------------------------------------------
@@ -266,3 +336,57 @@ def test_committed_document_speaks_the_seed_json(committed: dict) -> None:
     assert "429" not in ready  # probes are never rate limited
     events = committed["paths"]["/api/v1/functions/{function_name}/events"]["get"]["parameters"]
     assert {p["name"] for p in events} >= {"start_time", "end_time", "event_type", "limit", "page_token"}
+
+
+def test_committed_operation_ids_are_unique_and_name_the_route(committed: dict) -> None:
+    ids = [op["operationId"] for methods in committed["paths"].values() for op in methods.values()]
+    assert len(ids) == len(set(ids))
+    events = committed["paths"]
+    assert events["/api/v1/functions/{function_name}/events"]["get"]["operationId"] == "ListFunctionEvents"
+    assert events["/api/v1/events"]["get"]["operationId"] == "ListEvents"
+    assert events["/api/v1/functions/{function_name}/events:stream"]["get"]["operationId"] == "StreamFunctionEvents"
+    assert events["/api/v1/events:stream"]["get"]["operationId"] == "StreamEvents"
+
+
+def test_every_detail_type_the_service_sends_is_documented() -> None:
+    sources = [ROOT / "poet_grpc" / "api" / "errors.py", ROOT / "gateway" / "envoy.yaml.tmpl"]
+    sent = set()
+    for source in sources:
+        text = source.read_text()
+        sent |= {f"google.rpc.{name}" for name in re.findall(r"error_details_pb2\.(\w+)\(", text)}
+        sent |= set(re.findall(r"type\.googleapis\.com/(google\.rpc\.\w+)", text))
+    assert {"google.rpc.ErrorInfo", "google.rpc.BadRequest"} <= sent  # the scan finds them
+    assert sent <= set(openapi.ERROR_DETAIL_TYPES)
+
+
+def _error_bodies() -> dict[str, dict]:
+    """The JSON error bodies the gateway prints for the service's errors, by kind."""
+    from poet_grpc.api.errors import to_rpc_status
+    from poet_grpc.core import errors
+
+    raised = {
+        "invalid": errors.InvalidArgument([errors.FieldViolation("function_name", "required")]),
+        "not found": errors.NotFound("function", "nowhere"),
+        "quota": errors.QuotaExceeded("too many", violations=[errors.QuotaViolation("principal:a", "10 a day")]),
+        "rate limited": errors.RateLimited("slow down", retry_after=1.5),
+    }
+    bodies = {}
+    for kind, exc in raised.items():
+        trailers = dict(to_rpc_status(exc).trailing_metadata)
+        status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+        bodies[kind] = json_format.MessageToDict(status, preserving_proto_field_name=True)
+    return bodies
+
+
+def test_real_error_bodies_match_the_typed_status_schema(committed: dict) -> None:
+    validator = OAS30Validator({"$ref": "#/components/schemas/google.rpc.Status", "components": committed["components"]})
+    bodies = _error_bodies()
+    sent = {detail["@type"] for body in bodies.values() for detail in body["details"]}
+    assert sent == {f"type.googleapis.com/{name}" for name in openapi.ERROR_DETAIL_TYPES}
+    for kind, body in bodies.items():
+        validator.validate(body)
+    unknown = {**bodies["invalid"], "details": [{"@type": "type.googleapis.com/google.rpc.DebugInfo", "detail": "x"}]}
+    assert not validator.is_valid(unknown)
+    wrong = {**bodies["invalid"], "details": [{"@type": "type.googleapis.com/google.rpc.BadRequest",
+                                               "field_violations": "not a list"}]}
+    assert not validator.is_valid(wrong)

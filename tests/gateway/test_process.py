@@ -24,6 +24,7 @@ from poet_grpc.api.gateway import (
 
 # No upstream needed: Envoy starts and answers without it.
 NO_UPSTREAM = "127.0.0.1:1"
+SIDE = "/run/poet-side/http.sock"  # the HTTP side's socket, for rendering only
 
 
 def _process_gone(pid: int) -> bool:
@@ -126,18 +127,18 @@ async def test_envoy_dies_with_a_killed_parent() -> None:
 )
 def test_render_config_rejects_bad_addresses(address: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="address"):
-        render_config(grpc_address=address, http_address="127.0.0.1:0", descriptor_path=tmp_path)
+        render_config(grpc_address=address, http_address="127.0.0.1:0", descriptor_path=tmp_path, side_socket=SIDE)
     with pytest.raises(ValueError, match="address"):
-        render_config(grpc_address="127.0.0.1:50051", http_address=address, descriptor_path=tmp_path)
+        render_config(grpc_address="127.0.0.1:50051", http_address=address, descriptor_path=tmp_path, side_socket=SIDE)
 
 
 def test_render_config_rejects_hostname_listener_and_port_0_upstream(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="IP addresses only"):
         render_config(grpc_address="127.0.0.1:50051", http_address="example.com:8080",
-                      descriptor_path=tmp_path)
+                      descriptor_path=tmp_path, side_socket=SIDE)
     with pytest.raises(ValueError, match="port 0"):
         render_config(grpc_address="127.0.0.1:0", http_address="127.0.0.1:8080",
-                      descriptor_path=tmp_path)
+                      descriptor_path=tmp_path, side_socket=SIDE)
 
 
 def test_render_config_fills_every_placeholder(tmp_path: Path) -> None:
@@ -145,19 +146,22 @@ def test_render_config_fills_every_placeholder(tmp_path: Path) -> None:
         grpc_address="poet-server:50051",
         http_address="[::]:8080",
         descriptor_path=tmp_path / "with space" / "poet.pb",
+        side_socket=SIDE,
     )
     assert "${" not in config
     assert '{address: "::", port_value: 8080}' in config
     assert '{"socket_address": {"address": "poet-server", "port_value": 50051}}' in config
     assert "type: STRICT_DNS" in config and "transport_socket: null" in config
     assert f'proto_descriptor: "{tmp_path}/with space/poet.pb"' in config
-    assert config.count("stream_sse_style_delimited: true") == 1
-    assert config.count("reject_unknown_query_parameters: true") == 2
+    assert '{"pipe": {"path": "/run/poet-side/http.sock"}}' in config  # the HTTP side
+    assert "stream_sse_style_delimited" not in config  # SSE comes from the HTTP side
+    assert config.count("reject_unknown_query_parameters: true") == 1
 
 
 def test_render_config_for_a_unix_socket_upstream_and_tls(tmp_path: Path) -> None:
     config = render_config(grpc_address="unix:/run/poet/grpc.sock", http_address="127.0.0.1:0",
-                           descriptor_path=tmp_path / "poet.pb", tls=("cert.pem", "key.pem", "ca.pem"))
+                           descriptor_path=tmp_path / "poet.pb", side_socket=SIDE,
+                           tls=("cert.pem", "key.pem", "ca.pem"))
     assert '{"pipe": {"path": "/run/poet/grpc.sock"}}' in config and "type: STATIC" in config
     assert "DownstreamTlsContext" in config and '"require_client_certificate": true' in config
     assert f'"filename": "{(Path.cwd() / "ca.pem")}"' in config  # relative paths resolved
@@ -208,16 +212,16 @@ def test_render_config_serves_the_openapi_document_and_times_out_unary_calls_onl
     from poet_grpc.api.gateway import openapi_path
 
     config = render_config(grpc_address="127.0.0.1:50051", http_address="127.0.0.1:8080",
-                           descriptor_path=tmp_path / "poet.pb", request_timeout=2.5)
+                           descriptor_path=tmp_path / "poet.pb", side_socket=SIDE, request_timeout=2.5)
     assert f'body: {{filename: "{openapi_path()}"}}' in config
     assert config.count("timeout: 2.5s") == 1  # the unary catch-all route
-    assert config.count("match_incoming_request_route: true") == 2  # else routes see gRPC paths
+    assert config.count("match_incoming_request_route: true") == 1  # else routes see gRPC paths
     custom = render_config(grpc_address="127.0.0.1:50051", http_address="127.0.0.1:8080",
-                           descriptor_path=tmp_path / "poet.pb", openapi=tmp_path / "doc.json")
+                           descriptor_path=tmp_path / "poet.pb", side_socket=SIDE, openapi=tmp_path / "doc.json")
     assert f'body: {{filename: "{tmp_path}/doc.json"}}' in custom
     with pytest.raises(ValueError, match="request_timeout"):
         render_config(grpc_address="127.0.0.1:50051", http_address="127.0.0.1:8080",
-                      descriptor_path=tmp_path / "poet.pb", request_timeout=0)
+                      descriptor_path=tmp_path / "poet.pb", side_socket=SIDE, request_timeout=0)
 
 
 async def test_missing_openapi_document_is_a_gateway_error(monkeypatch, tmp_path: Path) -> None:

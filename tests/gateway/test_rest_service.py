@@ -40,32 +40,32 @@ def _details(body: dict) -> dict[str, dict]:
 
 CALLS = [
     # (operationId, method, path, JSON body or query parameters)
-    ("PoetService_Enhance", "POST", "/api/v1/functions/enhance",
+    ("Enhance", "POST", "/api/v1/functions/enhance",
      {"function_name": "halve", "original_code": CODE, "domain": "computation"}),
-    ("PoetService_EnhanceTranspiled", "POST", "/v1/aitomatic/enhance",
+    ("EnhanceTranspiled", "POST", "/v1/aitomatic/enhance",
      {"transpilation_id": "t-1", "python_code": CODE, "function_name": "halve", "dana_source": CODE,
       "config": {"max_retries": 2}}),
-    ("PoetService_EnhanceExternal", "POST", "/v1/external/enhance",
+    ("EnhanceExternal", "POST", "/v1/external/enhance",
      {"function_code": CODE, "objectives": ["performance"], "client_id": "mlflow"}),
-    ("PoetService_SubmitFeedback", "POST", "/api/v1/functions/halve/feedback",
+    ("SubmitFunctionFeedback", "POST", "/api/v1/functions/halve/feedback",
      {"version": "v1", "feedback_type": "performance", "rating": 5, "metrics": {"success_rate": 1.0}}),
-    ("PoetService_ListVersions", "GET", "/api/v1/functions/halve/versions", {"page_size": 10}),
-    ("PoetService_GetVersion", "GET", "/api/v1/functions/halve/versions/current", None),
-    ("PoetService_DeprecateVersion", "POST", "/api/v1/functions/halve/versions/v1:deprecate", {"reason": "old"}),
-    ("PoetService_ActivateVersion", "POST", "/api/v1/functions/halve/versions/v1:activate", {"reason": "rollback"}),
-    ("PoetService_ListEvents", "GET", "/api/v1/functions/halve/events", {"limit": 2}),
-    ("PoetService_ListEvents_2", "GET", "/api/v1/events", {"event_type": "version.activated"}),
-    ("PoetService_PublishEvents", "POST", "/api/v1/events:publish",
+    ("ListFunctionVersions", "GET", "/api/v1/functions/halve/versions", {"page_size": 10}),
+    ("GetFunctionVersion", "GET", "/api/v1/functions/halve/versions/current", None),
+    ("DeprecateFunctionVersion", "POST", "/api/v1/functions/halve/versions/v1:deprecate", {"reason": "old"}),
+    ("ActivateFunctionVersion", "POST", "/api/v1/functions/halve/versions/v1:activate", {"reason": "rollback"}),
+    ("ListFunctionEvents", "GET", "/api/v1/functions/halve/events", {"limit": 2}),
+    ("ListEvents", "GET", "/api/v1/events", {"event_type": "version.activated"}),
+    ("PublishEvents", "POST", "/api/v1/events:publish",
      {"events": [{"id": "ext-1", "type": "drift.detected", "payload": {"function_name": "halve"}}]}),
-    ("PoetService_ListDomains", "GET", "/v1/domains", None),
-    ("PoetService_ListDeadLetters", "GET", "/api/v1/dead-letters", {"page_size": 5}),
+    ("ListDomains", "GET", "/v1/domains", None),
+    ("ListDeadLetters", "GET", "/api/v1/dead-letters", {"page_size": 5}),
     # No sinks are configured: the service itself answers SINK_NOT_FOUND.
-    ("PoetService_ReplayDeadLetters", "POST", "/api/v1/dead-letters:replay", {"sink": "slack", "all": True}),
-    ("ProbeService_GetLiveness", "GET", "/health/live", None),
-    ("ProbeService_GetReadiness", "GET", "/health/ready", None),
+    ("ReplayDeadLetters", "POST", "/api/v1/dead-letters:replay", {"sink": "slack", "all": True}),
+    ("GetLiveness", "GET", "/health/live", None),
+    ("GetReadiness", "GET", "/health/ready", None),
 ]
-STREAMS = {"PoetService_StreamEvents", "PoetService_StreamEvents_2"}  # tested below
-REFUSED = {"PoetService_ReplayDeadLetters": (404, "SINK_NOT_FOUND")}
+STREAMS = {"StreamEvents", "StreamFunctionEvents"}  # tested below
+REFUSED = {"ReplayDeadLetters": (404, "SINK_NOT_FOUND")}
 """Calls the service answers with an error of its own (so: the RPC was reached)."""
 
 
@@ -91,24 +91,24 @@ async def test_every_rpc_answers_at_its_documented_path(client: httpx.AsyncClien
         assert response.status_code == 200, f"{operation_id}: {response.status_code} {response.text}"
         answers[operation_id] = response.json()
     # The seed's JSON: snake_case names, lowercase enum values, int64 as strings.
-    assert answers["PoetService_Enhance"]["version"] == "v1"
-    assert answers["PoetService_EnhanceTranspiled"]["success"] is True
-    assert answers["PoetService_EnhanceTranspiled"]["version"] == "v2"  # other content: the next version
-    assert answers["PoetService_EnhanceExternal"]["version"] == "v3"
-    assert answers["PoetService_SubmitFeedback"]["status"] == "accepted"
-    assert [v["status"] for v in answers["PoetService_ListVersions"]["versions"]] == ["active"] * 3
-    assert answers["PoetService_GetVersion"]["version"]["version"] == "v3"
-    assert answers["PoetService_DeprecateVersion"]["version"]["status"] == "deprecated"
-    assert answers["PoetService_ActivateVersion"]["previous_version"] == "v3"
-    assert len(answers["PoetService_ListEvents"]["events"]) == 2
-    assert answers["PoetService_ListEvents"]["next_page_token"] != ""
-    assert [e["type"] for e in answers["PoetService_ListEvents_2"]["events"]] == ["version.activated"]
-    (result,) = answers["PoetService_PublishEvents"]["results"]
+    assert answers["Enhance"]["version"] == "v1"
+    assert answers["EnhanceTranspiled"]["success"] is True
+    assert answers["EnhanceTranspiled"]["version"] == "v2"  # other content: the next version
+    assert answers["EnhanceExternal"]["version"] == "v3"
+    assert answers["SubmitFunctionFeedback"]["status"] == "accepted"
+    assert [v["status"] for v in answers["ListFunctionVersions"]["versions"]] == ["active"] * 3
+    assert answers["GetFunctionVersion"]["version"]["version"] == "v3"
+    assert answers["DeprecateFunctionVersion"]["version"]["status"] == "deprecated"
+    assert answers["ActivateFunctionVersion"]["previous_version"] == "v3"
+    assert len(answers["ListFunctionEvents"]["events"]) == 2
+    assert answers["ListFunctionEvents"]["next_page_token"] != ""
+    assert [e["type"] for e in answers["ListEvents"]["events"]] == ["version.activated"]
+    (result,) = answers["PublishEvents"]["results"]
     assert result["id"] == "ext-1" and result["position"].isdigit() and result["duplicate"] is False
-    assert "computation" in {d["name"] for d in answers["PoetService_ListDomains"]["domains"]}
-    assert answers["PoetService_ListDeadLetters"] == {"dead_letters": [], "next_page_token": ""}
-    assert answers["ProbeService_GetLiveness"] == {"status": "alive"}
-    assert answers["ProbeService_GetReadiness"] == {
+    assert "computation" in {d["name"] for d in answers["ListDomains"]["domains"]}
+    assert answers["ListDeadLetters"] == {"dead_letters": [], "next_page_token": ""}
+    assert answers["GetLiveness"] == {"status": "alive"}
+    assert answers["GetReadiness"] == {
         "status": "ready", "checks": {"llm_client": True, "storage": True, "memory": True, "sandbox": True},
         "isolation": "namespaces", "authentication": "off",
     }

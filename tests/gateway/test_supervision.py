@@ -58,7 +58,10 @@ class Serve:
     def __init__(self, tmp_path: Path, **env: str):
         self.grpc_port, self.http_port = _free_port(), _free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
-        environment = dict(os.environ, POET_DB=str(tmp_path / "poet.db"), POET_SHUTDOWN_GRACE_SECONDS="1", **env)
+        # No drain unless a test asks for one (the default would add 5 s to every stop).
+        environment = dict(os.environ, POET_DB=str(tmp_path / "poet.db"), POET_SHUTDOWN_GRACE_SECONDS="1",
+                           POET_SHUTDOWN_DRAIN_SECONDS="0")
+        environment.update(env)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "poet_grpc", "serve", "--grpc-listen", f"127.0.0.1:{self.grpc_port}",
              "--http-listen", f"127.0.0.1:{self.http_port}"],
@@ -140,3 +143,13 @@ def test_sigterm_drains_with_readiness_503_then_stops_envoy_last(serve) -> None:
     assert "not ready; serving 3s more" in output
     assert _gone(service.envoy)
     assert not _accepts(service.http_port)
+
+
+def test_ctrl_c_stops_at_once_without_the_drain(serve) -> None:
+    service = serve(POET_SHUTDOWN_DRAIN_SECONDS="30")
+    started = time.monotonic()
+    service.process.send_signal(signal.SIGINT)
+    code, output = service.finish(timeout=25)
+    assert code == 0, output
+    assert "serving 30s more" not in output and "stopped" in output
+    assert time.monotonic() - started < 25

@@ -1,4 +1,5 @@
-"""Server interceptors, outermost first: error mapping, then validation."""
+"""Server interceptors. server.py composes them, outermost first: metrics, audit, error
+mapping, auth, rate limit, validation."""
 
 from poet_grpc.api.interceptors.errors import ErrorMappingInterceptor
 from poet_grpc.api.interceptors.validation import ValidationInterceptor

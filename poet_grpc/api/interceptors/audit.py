@@ -1,7 +1,11 @@
-"""The audit log: one JSON line per call that reaches the server.
+"""The audit log, and the server log's line per call.
 
-Written to POET_AUDIT_LOG (a file, appended to, or ``-`` for stderr) for every
-method except health and probe calls, allowed or refused:
+Every call that reaches the server, except health and probe calls, allowed or
+refused, leaves one INFO line in the server log (logger poet_grpc.api.requests,
+"/poet.v1.PoetService/Enhance OK 21.4 ms principal=agent-7"; in JSON mode with
+the fields below, and request_id, correlation_id, trace_id), and, with
+POET_AUDIT_LOG (a file, appended to, or ``-`` for stderr), one JSON line in the
+audit log:
 
     {"time": "2026-12-02T10:00:00.123Z", "principal": "agent-7", "auth": "api_key",
      "rpc": "/poet.v1.PoetService/Enhance", "http_method": "POST", "http_path": "/api/v1/functions/enhance",
@@ -18,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +30,7 @@ import grpc
 
 from poet_grpc.core.principal import current
 from poet_grpc.api.interceptors._wrap import wrap_handler
+from poet_grpc.observability import logs, tracing
 
 __all__ = ["AuditInterceptor", "open_audit_log"]
 
@@ -35,6 +39,8 @@ _CANCELLED = (asyncio.CancelledError, GeneratorExit)
 """How a call ends when its client goes away."""
 _MAX_FIELD = 256
 """Longest value copied from a request into a line."""
+_HEADERS = ("x-envoy-original-method", "x-envoy-original-path", "x-forwarded-for", "x-correlation-id", "x-request-id")
+requests_log = logging.getLogger("poet_grpc.api.requests")
 
 
 def open_audit_log(target: str) -> logging.Logger:
@@ -46,7 +52,7 @@ def open_audit_log(target: str) -> logging.Logger:
         logger.removeHandler(handler)
         handler.close()
     if target == "-":
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler: logging.Handler = logging.StreamHandler(logs.stderr())
     else:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(target, encoding="utf-8")
@@ -62,15 +68,28 @@ def _text(value) -> str:
 class AuditInterceptor(grpc.aio.ServerInterceptor):
     """Outermost interceptor: sees every outcome, including refusals by the others."""
 
-    def __init__(self, logger: logging.Logger):
+    def __init__(self, logger: logging.Logger | None = None):
+        """logger: the audit log (open_audit_log); None for the server log's line only."""
         self._log = logger
 
-    def _write(self, method: str, request, context: grpc.aio.ServicerContext, code: str, started: float) -> None:
+    @staticmethod
+    def _begin(request, context: grpc.aio.ServicerContext) -> dict[str, str]:
+        """The call's headers the lines need; its ids go on every line logged while it is served."""
         headers: dict[str, str] = {}
         for key, value in context.invocation_metadata() or ():
-            if key in ("x-envoy-original-method", "x-envoy-original-path", "x-forwarded-for", "x-correlation-id") \
-                    and isinstance(value, str):
+            if key in _HEADERS and isinstance(value, str):
                 headers.setdefault(key, value)
+        logs.bind_request(_text(getattr(request, "request_id", "") or headers.get("x-request-id", "")),
+                          _text(getattr(request, "correlation_id", "") or headers.get("x-correlation-id", "")))
+        return headers
+
+    def _write(self, method: str, request, context: grpc.aio.ServicerContext, headers: dict[str, str], code: str,
+               started: float) -> None:
+        if tracing.enabled():
+            tracing.set_rpc_status(code, grpc.StatusCode[code].value[0])
+        log_request = requests_log.isEnabledFor(logging.INFO)
+        if self._log is None and not log_request:
+            return
         principal = current()
         record = {
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -86,7 +105,13 @@ class AuditInterceptor(grpc.aio.ServerInterceptor):
             "peer": _text(context.peer()),
             "forwarded_for": _text(headers.get("x-forwarded-for", "")),
         }
-        self._log.info(json.dumps(record, separators=(",", ":")))
+        if self._log is not None:
+            self._log.info(json.dumps(record, separators=(",", ":")))
+        if log_request:
+            # request_id and correlation_id come from _begin() with every line of the call.
+            fields = {k: v for k, v in record.items() if k not in ("time", "request_id", "correlation_id")}
+            words = [f"{name}={record[name]}" for name in ("principal", "request_id", "correlation_id") if record[name]]
+            requests_log.info(" ".join([method, code, f"{record['latency_ms']:.1f} ms", *words]), extra=fields)
 
     @staticmethod
     def _ending(context: grpc.aio.ServicerContext, exc: BaseException) -> str:
@@ -105,6 +130,7 @@ class AuditInterceptor(grpc.aio.ServerInterceptor):
         def unary(behavior):
             async def handle(request, context):
                 started = time.perf_counter()
+                headers = self._begin(request, context)
                 code = "UNKNOWN"
                 try:
                     response = await behavior(request, context)
@@ -114,13 +140,14 @@ class AuditInterceptor(grpc.aio.ServerInterceptor):
                     code = self._ending(context, exc)
                     raise
                 finally:
-                    self._write(method, request, context, code, started)
+                    self._write(method, request, context, headers, code, started)
 
             return handle
 
         def stream(behavior):
             async def handle(request, context):
                 started = time.perf_counter()
+                headers = self._begin(request, context)
                 code = "UNKNOWN"
                 try:
                     async for item in behavior(request, context):
@@ -130,7 +157,7 @@ class AuditInterceptor(grpc.aio.ServerInterceptor):
                     code = self._ending(context, exc)
                     raise
                 finally:
-                    self._write(method, request, context, code, started)
+                    self._write(method, request, context, headers, code, started)
 
             return handle
 

@@ -19,7 +19,7 @@ AUDIT = '''
 import collections
 import hashlib
 import os
-import time
+from time import time as _poet_audit_clock  # as at import: a caller patching time.time keeps its values
 
 _POET_AUDIT = collections.deque(maxlen=_POET_PARAMS["audit_log_size"])
 """Audit trail of the function, newest last, bounded (audit_log_size); also <function>.poet_audit."""
@@ -50,7 +50,7 @@ def _poet_audit_record(arguments_digest, error, result, succeeded):
         version = ""
     entry = {
         "execution_id": os.urandom(16).hex(),
-        "timestamp": time.time(),
+        "timestamp": _poet_audit_clock(),
         "function": _POET_FUNCTION,
         "domain": _POET_DOMAIN,
         "version": version,

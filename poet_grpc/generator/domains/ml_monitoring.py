@@ -201,8 +201,8 @@ def _poet_resource_usage(cpu_seconds, wall_seconds):
 def _poet_monitor_drift(reference, current, feature, started, cpu_started):
     """Compare the samples after a successful call; emit drift.detected when the drift score
     reaches drift_threshold, and always monitoring.completed. Observation only."""
-    wall = time.perf_counter() - started
-    cpu = time.process_time() - cpu_started
+    wall = _poet_clock() - started
+    cpu = _poet_cpu_clock() - cpu_started
     params = _POET_PARAMS
     execution_id = os.urandom(16).hex()
     model = params["model_name"] or _POET_FUNCTION
@@ -302,7 +302,7 @@ def code(target: Target) -> DomainCode:
     reference, current = pair
     return DomainCode(
         runtime=(EMIT, STATISTICS, MONITOR),
-        start=("_poet_started = _poet_started or _poet_clock()", "_poet_cpu_started = _poet_time.process_time()"),
+        start=("_poet_started = _poet_started or _poet_clock()", "_poet_cpu_started = _poet_cpu_clock()"),
         on_success=(
             f"_poet_monitor_drift({reference.name}, {current.name}, {literal(current.name)}, "
             "_poet_started, _poet_cpu_started)",

@@ -550,3 +550,19 @@ def test_concurrent_calls_are_all_counted(enhance) -> None:
     for t in threads:
         t.join()
     assert module.scale.poet_metrics["calls"] == module.scale.poet_metrics["successes"] == 800
+
+
+@pytest.mark.parametrize("domain", ["base_reliability", "financial_services", "healthcare", "security", "ml_monitoring"])
+def test_a_caller_patching_the_clock_keeps_every_value_it_feeds(domain, enhance, monkeypatch) -> None:
+    # funcy's throttle tests feed time.time a fixed series: an enhanced call (audit trail,
+    # metrics, drift monitoring) must not take values from it.
+    source = (
+        "import time\n\n"
+        "def stamp(reference: list[float], current: list[float]) -> float:\n"
+        "    return time.time()\n"
+    )
+    original, module = enhance(source, "stamp", domain=domain, config={"events_url": "http://127.0.0.1:9/events"})
+    series = iter([10.0, 20.0, 30.0])
+    monkeypatch.setattr("time.time", lambda: next(series))
+    monkeypatch.setattr("time.process_time", lambda: pytest.fail("POET read the patched process_time"))
+    assert [module.stamp([1.0, 2.0], [1.0, 2.0]) for _ in range(3)] == [10.0, 20.0, 30.0]

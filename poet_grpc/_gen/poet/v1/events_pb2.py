@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14poet/v1/events.proto\x12\x07poet.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\rEventMetadata\x12\x15\n\x07version\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07service\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x19\n\x0b\x65nvironment\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tprincipal\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\"\xc7\x02\n\x05\x45vent\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06source\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x33\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x1c\n\x0e\x63orrelation_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0c\x63\x61usation_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12.\n\x08metadata\x18\x07 \x01(\x0b\x32\x16.poet.v1.EventMetadataB\x04\xe2\x41\x01\x01\x12.\n\x07payload\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12\x16\n\x08position\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rfunction_name\x18\n \x01(\tB\x04\xe2\x41\x01\x01\"2\n\nEventBatch\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0e.poet.v1.EventB\x04\xe2\x41\x01\x03\"C\n\x10StreamCheckpoint\x12\x16\n\x08position\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x17\n\tcaught_up\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x03\"R\n\rPublishResult\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08position\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x17\n\tduplicate\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14poet/v1/events.proto\x12\x07poet.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x01\n\rEventMetadata\x12\x15\n\x07version\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07service\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x19\n\x0b\x65nvironment\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tprincipal\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08trace_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07span_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\"\xc7\x02\n\x05\x45vent\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06source\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x33\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x1c\n\x0e\x63orrelation_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0c\x63\x61usation_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12.\n\x08metadata\x18\x07 \x01(\x0b\x32\x16.poet.v1.EventMetadataB\x04\xe2\x41\x01\x01\x12.\n\x07payload\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12\x16\n\x08position\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rfunction_name\x18\n \x01(\tB\x04\xe2\x41\x01\x01\"2\n\nEventBatch\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0e.poet.v1.EventB\x04\xe2\x41\x01\x03\"C\n\x10StreamCheckpoint\x12\x16\n\x08position\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x17\n\tcaught_up\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x03\"R\n\rPublishResult\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08position\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x17\n\tduplicate\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +43,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENTMETADATA'].fields_by_name['environment']._serialized_options = b'\342A\001\001'
   _globals['_EVENTMETADATA'].fields_by_name['principal']._loaded_options = None
   _globals['_EVENTMETADATA'].fields_by_name['principal']._serialized_options = b'\342A\001\003'
+  _globals['_EVENTMETADATA'].fields_by_name['trace_id']._loaded_options = None
+  _globals['_EVENTMETADATA'].fields_by_name['trace_id']._serialized_options = b'\342A\001\003'
+  _globals['_EVENTMETADATA'].fields_by_name['span_id']._loaded_options = None
+  _globals['_EVENTMETADATA'].fields_by_name['span_id']._serialized_options = b'\342A\001\003'
   _globals['_EVENT'].fields_by_name['id']._loaded_options = None
   _globals['_EVENT'].fields_by_name['id']._serialized_options = b'\342A\001\001'
   _globals['_EVENT'].fields_by_name['type']._loaded_options = None
@@ -75,14 +79,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHRESULT'].fields_by_name['position']._serialized_options = b'\342A\001\003'
   _globals['_PUBLISHRESULT'].fields_by_name['duplicate']._loaded_options = None
   _globals['_PUBLISHRESULT'].fields_by_name['duplicate']._serialized_options = b'\342A\001\003'
-  _globals['_EVENTMETADATA']._serialized_start=129
-  _globals['_EVENTMETADATA']._serialized_end=242
-  _globals['_EVENT']._serialized_start=245
-  _globals['_EVENT']._serialized_end=572
-  _globals['_EVENTBATCH']._serialized_start=574
-  _globals['_EVENTBATCH']._serialized_end=624
-  _globals['_STREAMCHECKPOINT']._serialized_start=626
-  _globals['_STREAMCHECKPOINT']._serialized_end=693
-  _globals['_PUBLISHRESULT']._serialized_start=695
-  _globals['_PUBLISHRESULT']._serialized_end=777
+  _globals['_EVENTMETADATA']._serialized_start=130
+  _globals['_EVENTMETADATA']._serialized_end=290
+  _globals['_EVENT']._serialized_start=293
+  _globals['_EVENT']._serialized_end=620
+  _globals['_EVENTBATCH']._serialized_start=622
+  _globals['_EVENTBATCH']._serialized_end=672
+  _globals['_STREAMCHECKPOINT']._serialized_start=674
+  _globals['_STREAMCHECKPOINT']._serialized_end=741
+  _globals['_PUBLISHRESULT']._serialized_start=743
+  _globals['_PUBLISHRESULT']._serialized_end=825
 # @@protoc_insertion_point(module_scope)

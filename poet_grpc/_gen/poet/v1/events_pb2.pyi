@@ -13,16 +13,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EventMetadata(_message.Message):
-    __slots__ = ("version", "service", "environment", "principal")
+    __slots__ = ("version", "service", "environment", "principal", "trace_id", "span_id")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     version: str
     service: str
     environment: str
     principal: str
-    def __init__(self, version: _Optional[str] = ..., service: _Optional[str] = ..., environment: _Optional[str] = ..., principal: _Optional[str] = ...) -> None: ...
+    trace_id: str
+    span_id: str
+    def __init__(self, version: _Optional[str] = ..., service: _Optional[str] = ..., environment: _Optional[str] = ..., principal: _Optional[str] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("id", "type", "source", "timestamp", "correlation_id", "causation_id", "metadata", "payload", "position", "function_name")
