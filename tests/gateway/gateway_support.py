@@ -35,8 +35,7 @@ async def start_real_service(tmp_path, **overrides) -> RealService:
     values.update(overrides)
     settings = Settings(**values)
     server, port = await create_server(settings)
-    metrics = getattr(getattr(server.core, "metrics", None), "exposition", None)
-    gateway = EnvoyGateway(f"127.0.0.1:{port}", "127.0.0.1:0", metrics=metrics,
+    gateway = EnvoyGateway(f"127.0.0.1:{port}", "127.0.0.1:0", metrics=server.core.metrics.exposition,
                            cors_origins=parse_cors_origins(settings.cors_origins))
     try:
         await gateway.start()
