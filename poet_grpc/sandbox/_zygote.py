@@ -71,6 +71,7 @@ SYS_MOVE_MOUNT = 429
 PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
 
 MAX_FRAME = 64 * 1024 * 1024
 ERROR_TEXT = 300
@@ -259,6 +260,88 @@ def _drop_privileges(config):
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
+# What a task never needs and a kernel exploit often does: namespaces (a user namespace of
+# its own gives it every capability inside, and in a container /proc/sys is read-only, so
+# max_user_namespaces=0 cannot be set there), mounts, tracing, kernel keyrings, eBPF,
+# io_uring, userfaultfd, modules, kexec. Denied with EPERM by a seccomp filter on every task.
+_DENIED_SYSCALLS = {
+    "x86_64": (0xC000003E, 56, {
+        "unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+        "mount_setattr": 442, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
+        "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "keyctl": 250, "add_key": 248,
+        "request_key": 249, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "init_module": 175, "finit_module": 313, "delete_module": 176, "kexec_load": 246,
+        "kexec_file_load": 320, "name_to_handle_at": 303, "open_by_handle_at": 304, "swapon": 167,
+        "swapoff": 168, "reboot": 169, "acct": 163,
+    }),
+    "aarch64": (0xC00000B7, 220, {
+        "unshare": 97, "setns": 268, "mount": 40, "umount2": 39, "pivot_root": 41, "chroot": 51,
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+        "mount_setattr": 442, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
+        "bpf": 280, "perf_event_open": 241, "userfaultfd": 282, "keyctl": 219, "add_key": 217,
+        "request_key": 218, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "init_module": 105, "finit_module": 273, "delete_module": 106, "kexec_load": 104,
+        "kexec_file_load": 294, "name_to_handle_at": 264, "open_by_handle_at": 265, "swapon": 224,
+        "swapoff": 225, "reboot": 142, "acct": 89,
+    }),
+}
+"""machine -> (AUDIT_ARCH_*, the clone syscall's number, denied syscalls)."""
+_CLONE3 = 435  # the same on every architecture; its flags are in memory, out of the filter's reach
+_NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
+
+
+def _seccomp_program(machine):
+    """The filter as (code, jt, jf, k) instructions. Another ABI than the native one
+    (i386 or x32 calls on x86_64) is denied outright; clone with a namespace flag is
+    denied; clone3 answers ENOSYS, so the C library falls back to clone."""
+    arch, clone, denied = _DENIED_SYSCALLS[machine]
+    LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
+    ALLOW, ERRNO, EPERM, ENOSYS = 0x7FFF0000, 0x00050000, 1, 38
+    numbers = sorted(set(denied.values()))
+    # Laid out as: checks, allow, clone's flag check, allow, ENOSYS, EPERM.
+    checks = 3 + (machine == "x86_64") + len(numbers) + 2
+    deny = checks + 5  # index of the EPERM return
+    program = []
+
+    def jump_to(target):
+        return target - len(program) - 1
+
+    program.append((LD, 0, 0, 4))  # seccomp_data.arch
+    program.append((JEQ, 0, jump_to(deny), arch))
+    program.append((LD, 0, 0, 0))  # seccomp_data.nr
+    if machine == "x86_64":
+        program.append((JGE, jump_to(deny), 0, 0x40000000))  # x32 system calls
+    for number in numbers:
+        program.append((JEQ, jump_to(deny), 0, number))
+    program.append((JEQ, jump_to(checks + 1), 0, clone))
+    program.append((JEQ, jump_to(checks + 4), 0, _CLONE3))
+    program.append((RET, 0, 0, ALLOW))
+    program.append((LD, 0, 0, 16))  # the low half of args[0]: clone's flags
+    program.append((JSET, jump_to(deny), 0, _NAMESPACE_FLAGS))
+    program.append((RET, 0, 0, ALLOW))
+    program.append((RET, 0, 0, ERRNO | ENOSYS))
+    program.append((RET, 0, 0, ERRNO | EPERM))
+    assert len(program) == deny + 1
+    return program
+
+
+def _deny_kernel_surface():
+    """Install the seccomp filter in this process (and so in all it forks). Hosts of
+    another architecture run without it (the other confinement still holds)."""
+    machine = os.uname().machine
+    if machine not in _DENIED_SYSCALLS:
+        return
+    program = _seccomp_program(machine)
+    filters = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *op) for op in program))
+    fprog = ctypes.create_string_buffer(struct.pack("=HxxxxxxQ", len(program), ctypes.addressof(filters)))
+    ulong = ctypes.c_ulong
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, ulong(1), ulong(0), ulong(0), ulong(0)), "no_new_privs")
+    # PR_SET_SECCOMP, SECCOMP_MODE_FILTER; the pointer passed as one (an int would be cut to 32 bits)
+    _check(_libc.prctl(PR_SET_SECCOMP, ulong(2), ctypes.c_void_p(ctypes.addressof(fprog)), ulong(0), ulong(0)),
+           "seccomp")
+
+
 def _set_limits(limits):
     for name, value in (("RLIMIT_AS", limits["memory_bytes"]), ("RLIMIT_CPU", limits["cpu_seconds"]),
                         ("RLIMIT_NPROC", limits["processes"]), ("RLIMIT_FSIZE", limits["file_bytes"]),
@@ -290,6 +373,7 @@ def _task_child(config, job, args, limits, tmp, write_fd):
         os.environ.clear()
         os.environ.update({"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": tmp, "TMPDIR": tmp})
         _set_limits(limits)
+        _deny_kernel_surface()
     except BaseException as error:  # the confinement failed: run nothing
         _finish(write_fd, {"ok": False, "error": "sandbox setup failed: " + _describe(error)})
     try:
@@ -481,6 +565,7 @@ def _confine_self(config):
     # No CPU-time limit: it would add up over the worker's life. The server's
     # deadline stands in for it (a task overrunning its time is stopped by SIGALRM).
     _set_limits({**limits, "cpu_seconds": resource.RLIM_INFINITY})
+    _deny_kernel_surface()
 
 
 class _TimeUp(BaseException):

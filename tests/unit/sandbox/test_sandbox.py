@@ -318,6 +318,34 @@ def fan_out_memory(args):
     return len(alive)
 
 
+def kernel_surface(args):
+    """What each system call the sandbox denies answers (x86_64 numbers), and whether
+    threads, fork and a subprocess still work (they use clone, or clone3 falling back)."""
+    import subprocess
+    import threading
+
+    calls = {"unshare": (272, 0x10000000), "mount": (165, 0, 0, 0, 0), "ptrace": (101, 0, 1, 0, 0),
+             "bpf": (321, 0, 0, 0), "io_uring_setup": (425, 1, 0), "keyctl": (250, 0, 0),
+             "userfaultfd": (323, 0), "setns": (308, 0, 0), "clone_newuser": (56, 0x10000000 | 17, 0, 0, 0, 0)}
+    out = {}
+    for name, (number, *arguments) in calls.items():
+        result = _libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) for a in arguments))
+        if result == 0 and name == "clone_newuser":
+            os._exit(0)  # the child of a clone that was let through
+        out[name] = "allowed" if result >= 0 else errno.errorcode.get(ctypes.get_errno())
+    seen = []
+    thread = threading.Thread(target=seen.append, args=("thread",))
+    thread.start()
+    thread.join()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    seen.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    seen.append(subprocess.run(["/bin/true"]).returncode)
+    out["still_work"] = seen
+    return out
+
+
 JOBS = {name: function for name, function in dict(globals()).items()
         if callable(function) and not name.startswith("_") and getattr(function, "__module__", None) == __name__}
 '''
@@ -679,13 +707,14 @@ def test_sysv_shared_memory_dies_with_the_task():
 def test_a_task_cannot_make_a_user_namespace_of_its_own():
     """A user namespace of its own would give a task every capability inside it
     (exposing kernel code meant for privileged users, e.g. netfilter in a fresh
-    network namespace). The sandbox's user namespace allows none below it."""
+    network namespace). The task's seccomp filter refuses it (and behind the filter,
+    the sandbox's user namespace allows none below it)."""
     box = _sandbox(limits=Limits(tmp_bytes=4 << 20, file_bytes=4 << 20))
     try:
         outcome = value(box, "nested_namespaces", {"files": 8, "total": 24 << 20})
     finally:
         box.close()
-    assert outcome["unshare"] == "ENOSPC", outcome  # the limit of 0 namespaces
+    assert outcome["unshare"] == "EPERM", outcome  # the seccomp filter (behind it, the limit of 0 namespaces)
 
 
 def test_a_checks_processes_together_stay_under_the_workers_memory_cgroup():
@@ -702,3 +731,20 @@ def test_a_checks_processes_together_stay_under_the_workers_memory_cgroup():
         box.close()
     allowed = WORKER_MEMORY_BYTES + (96 << 20)
     assert 0 < holding and holding * (48 << 20) <= allowed, f"{holding} processes held 48 MiB each at the same time"
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the job calls x86_64 system call numbers")
+@pytest.mark.parametrize("isolation", ["namespaces", "process"])
+def test_a_task_cannot_reach_the_kernel_surface_exploits_use(isolation):
+    """A seccomp filter on every task: namespaces, mounts, tracing, eBPF, io_uring,
+    keyrings, userfaultfd are EPERM (in a container, where max_user_namespaces cannot
+    be set, it is what stops a nested user namespace); threads, fork and a subprocess
+    work as before."""
+    box = _sandbox(isolation)
+    try:
+        outcome = value(box, "kernel_surface")
+    finally:
+        box.close()
+    still_work = outcome.pop("still_work")
+    assert outcome == {name: "EPERM" for name in outcome}, outcome
+    assert len(outcome) == 9
+    assert still_work == ["thread", 7, 0]
