@@ -2,7 +2,8 @@
 
     python3 dev.py serve [ARGS]   set up, then run `poet-grpc serve ARGS` (gRPC :50051, REST :8080)
     python3 dev.py test [ARGS]    set up, then run every check: generated files fresh, OpenAPI valid, buf lint, pytest ARGS
-                                  (as root on Debian, also installs chromium for the browser tests)
+                                  (as root on Debian, also installs chromium for the browser tests
+                                  and postgresql for the PostgreSQL tests)
     python3 dev.py setup          only set up
 
 Setting up creates .venv/ and installs the project with its dev extras into it
@@ -14,6 +15,7 @@ runs before anything is installed.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -90,9 +92,25 @@ def install_browser() -> None:
     run("apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", env=env)
 
 
+def install_postgresql() -> None:
+    """Debian's postgresql server binaries for the PostgreSQL tests (tests/postgres_support.py
+    runs a throwaway cluster with them), when missing and this is root on Debian;
+    elsewhere those tests skip and say why."""
+    if glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        return
+    if not Path("/etc/debian_version").exists() or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        step("/usr/lib/postgresql/*/bin/initdb is missing and this is not root on Debian: the PostgreSQL tests will be skipped")
+        return
+    step("installing Debian's postgresql for the PostgreSQL tests (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run("apt-get", "update", "-q", env=env)
+    run("apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql", env=env)
+
+
 def test(args: list[str]) -> None:
     setup(with_buf=True)
     install_browser()
+    install_postgresql()
     step("checking generated stubs and gateway/openapi.json are fresh")
     run(BIN / "python", "scripts/generate.py", "--check")
     step("validating gateway/openapi.json (OpenAPI 3.0)")

@@ -23,8 +23,10 @@ class Settings:
     gateway: bool = True
     """Run the Envoy REST gateway next to the gRPC server (POET_GATEWAY)."""
 
-    db: Path = Path("poet.db")
-    """SQLite file holding the event log and its projections (POET_DB)."""
+    db: Path | str = Path("poet.db")
+    """Where the event log and its projections live (POET_DB): a SQLite file (the
+    embedded default), or a postgresql:// (or postgres://) URL of a PostgreSQL database
+    that several replicas may share."""
 
     sqlite_synchronous: str = "FULL"
     """SQLite synchronous mode: FULL fsyncs every commit before it is acknowledged;
@@ -250,7 +252,8 @@ class Settings:
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("tls_client_ca needs tls_cert and tls_key: mTLS is TLS with client certificates")
         parse_cors_origins(self.cors_origins)
-        return dataclasses.replace(self, db=Path(self.db), sqlite_synchronous=self.sqlite_synchronous.upper())
+        db = str(self.db) if is_postgres_url(self.db) else Path(self.db)
+        return dataclasses.replace(self, db=db, sqlite_synchronous=self.sqlite_synchronous.upper())
 
     def exposed_without_auth(self) -> list[str]:
         """The listen addresses (settings names) reachable beyond this host while no auth file is set."""
@@ -258,6 +261,18 @@ class Settings:
             return []
         names = ["grpc_listen"] + (["http_listen"] if self.gateway else [])
         return [name for name in names if not is_loopback(split_address(getattr(self, name), setting=name)[0])]
+
+
+def is_postgres_url(db: str | os.PathLike) -> bool:
+    """True when the db setting names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+
+
+def redacted_db(db: str | os.PathLike) -> str:
+    """The db setting as it may be shown: a URL's password masked."""
+    if not is_postgres_url(db):
+        return str(db)
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", db)
 
 
 def learning_policy(settings: Settings):
@@ -341,7 +356,8 @@ def split_address(address: str, *, setting: str = "address") -> tuple[str, int]:
 
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:
-    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool, "str": str, "Path": Path}[f.type]
+    kinds = {"int": int, "float": float, "bool": bool, "str": str, "Path": Path, "Path | str": str}
+    kind = f.type if isinstance(f.type, type) else kinds[f.type]
     if kind is bool:
         lowered = raw.strip().lower()
         if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):

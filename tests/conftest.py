@@ -1,5 +1,6 @@
 """Fixtures shared by the integration and end-to-end tests: a real server on
-port 0 over a real SQLite file, and clients for it."""
+port 0 over a real SQLite file, and clients for it. POET_TEST_DB=postgresql runs
+them on PostgreSQL instead: a fresh database of the tests' own server (postgres_support)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest_asyncio
 
 from poet_grpc._gen.poet.v1 import poet_service_pb2_grpc
 from poet_grpc.config import Settings
+from postgres_support import on_postgres, postgres_server, postgres_url  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -19,7 +21,7 @@ def settings(tmp_path, request) -> Settings:
     return Settings(
         grpc_listen="127.0.0.1:0",
         gateway=False,
-        db=tmp_path / "poet.db",
+        db=request.getfixturevalue("postgres_url") if on_postgres() else tmp_path / "poet.db",
         checkpoint_seconds=marker.args[0] if marker else 30.0,
     )
 

@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from poet_grpc._gen.poet.v1 import poet_service_pb2, poet_service_pb2_grpc, probes_pb2, probes_pb2_grpc
-from poet_grpc.config import Settings, parse_cors_origins
+from poet_grpc.config import Settings, parse_cors_origins, redacted_db
 from poet_grpc.core.app import Core
 from poet_grpc.api.interceptors import ErrorMappingInterceptor, ValidationInterceptor
 from poet_grpc.api.interceptors._credentials import Authenticator, load_auth_file
@@ -205,7 +205,7 @@ async def _serve(settings: Settings, gateway_socket: str) -> int:
     host = settings.grpc_listen.rpartition(":")[0]
     grpc_address = f"{host}:{port}"
     scheme = " (TLS" + (", client certificates required)" if settings.tls_client_ca else ")") if settings.tls_cert else ""
-    console.info(f"gRPC listening on {grpc_address}{scheme} (db {settings.db})")
+    console.info(f"gRPC listening on {grpc_address}{scheme} (db {redacted_db(settings.db)})")
     console.info(f"code sandbox: {server.core.sandbox.describe()}")
     if server.core.sandbox.isolation != "namespaces":
         console.warning("submitted code is not confined (--sandbox process); see the README")

@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-listen", help=f"gRPC host:port [env POET_GRPC_LISTEN, default {defaults.grpc_listen}]")
     serve.add_argument("--http-listen", help=f"REST gateway host:port [env POET_HTTP_LISTEN, default {defaults.http_listen}]")
     serve.add_argument("--no-gateway", action="store_true", help="serve gRPC only, without the Envoy REST gateway")
-    serve.add_argument("--db", type=Path, help=f"SQLite file [env POET_DB, default {defaults.db}]")
+    serve.add_argument("--db", help=f"SQLite file, or a postgresql:// URL [env POET_DB, default {defaults.db}]")
     serve.add_argument(
         "--sandbox", choices=("namespaces", "process"),
         help="where submitted code runs: namespaces (the sandbox) or process (weaker, for hosts without "

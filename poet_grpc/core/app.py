@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from poet_grpc import generator
-from poet_grpc.config import Settings, generator_limits, learning_policy, quotas
+from poet_grpc.config import Settings, generator_limits, is_postgres_url, learning_policy, quotas
 from poet_grpc.core.db import Database
 from poet_grpc.core.enhancement import EnhancementService
 from poet_grpc.core.event_router import EventRouter, Retention
@@ -44,7 +44,8 @@ class Core:
         )
         db = await Database.open(settings.db, synchronous=settings.sqlite_synchronous)
         metrics = Metrics()
-        metrics.watch_store_file(settings.db)
+        if not is_postgres_url(settings.db):
+            metrics.watch_store_file(settings.db)
         events = EventRouter(db, environment=settings.environment, metrics=metrics)
         llm = None
         if settings.gemini_api_key:

@@ -1,8 +1,10 @@
 """Runs every Store call on one dedicated thread, and group-commits writes.
 
-The Store (sqlite) is synchronous and owns a single connection; funnelling all
-calls through one thread keeps that connection safe, makes commit order equal
-to position order, and keeps the asyncio loop free while SQLite works.
+The store (SQLite, or PostgreSQL when the database is a postgresql:// URL) is
+synchronous and uses one connection at a time; funnelling all calls through one
+thread keeps that connection safe, makes commit order equal to position order
+within this process (across processes the store's write lock does), and keeps the
+asyncio loop free while the database works.
 
 Writes (`write`) are queued: while one group commits (and fsyncs), the writes
 that arrive meanwhile wait, then run together in the next group: one
@@ -23,9 +25,10 @@ import queue
 import threading
 from typing import Any, Callable, TypeVar
 
+from poet_grpc.config import is_postgres_url
 from poet_grpc.core.paging import PageTokens
 from poet_grpc.core.models import EventRecord
-from poet_grpc.store import Store
+from poet_grpc.store import BaseStore, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,7 +43,7 @@ class _Work:
 
     __slots__ = ("fn", "future", "loop", "write")
 
-    def __init__(self, fn: Callable[[Store], Any], loop: asyncio.AbstractEventLoop, *, write: bool):
+    def __init__(self, fn: Callable[[BaseStore], Any], loop: asyncio.AbstractEventLoop, *, write: bool):
         self.fn = fn
         self.loop = loop
         self.future = loop.create_future()
@@ -48,7 +51,7 @@ class _Work:
 
 
 class Database:
-    def __init__(self, store: Store):
+    def __init__(self, store: BaseStore):
         self._store = store
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._committed: list[Callable[[list[EventRecord], list[int]], None]] = []
@@ -59,14 +62,20 @@ class Database:
         self._thread.start()
 
     @classmethod
-    async def open(cls, path, *, synchronous: str = "FULL", clock: Callable[[], float] | None = None) -> "Database":
-        """Open (create, migrate) the store off the event loop. clock: the store's
-        clock of append times (tests)."""
+    async def open(cls, db, *, synchronous: str = "FULL", clock: Callable[[], float] | None = None) -> "Database":
+        """Open (create, migrate) the store off the event loop: PostgreSQL when db is
+        a postgresql:// (or postgres://) URL, else the SQLite file at that path
+        (synchronous: its mode). clock: the store's clock of append times (tests)."""
         extra = {} if clock is None else {"clock": clock}
-        store = await asyncio.to_thread(Store, path, synchronous=synchronous, **extra)
+        if is_postgres_url(db):
+            from poet_grpc.store import PostgresStore  # psycopg only when used
+
+            store = await asyncio.to_thread(PostgresStore, str(db), **extra)
+        else:
+            store = await asyncio.to_thread(Store, db, synchronous=synchronous, **extra)
         return cls(store)
 
-    async def call(self, fn: Callable[[Store], T]) -> T:
+    async def call(self, fn: Callable[[BaseStore], T]) -> T:
         """Run fn(store) on the store thread and return its result (reads, or a
         write that must not wait for a group)."""
         return await self._submit(fn, write=False)
@@ -77,13 +86,13 @@ class Database:
         callers are answered."""
         self._committed.append(listener)
 
-    async def write(self, fn: Callable[[Store], T]) -> T:
+    async def write(self, fn: Callable[[BaseStore], T]) -> T:
         """Run fn(store) as one atomic write, group-committed with concurrent ones;
         returns once it is committed (its exception if it failed: nothing of it is
         stored)."""
         return await self._submit(fn, write=True)
 
-    async def _submit(self, fn: Callable[[Store], T], *, write: bool) -> T:
+    async def _submit(self, fn: Callable[[BaseStore], T], *, write: bool) -> T:
         if self._closed:
             raise RuntimeError("the store is closed")
         work = _Work(fn, asyncio.get_running_loop(), write=write)

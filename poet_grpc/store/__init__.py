@@ -1,6 +1,18 @@
-"""The durable event log and the projections it updates, on one SQLite file."""
+"""The durable event log and the projections it updates: on one SQLite file (Store,
+the embedded default) or in a PostgreSQL database (PostgresStore, for several
+replicas). Both have the same interface (BaseStore); the core is written against it."""
 
 from ._errors import StoreError
-from ._store import Store, StoredRequest
+from ._sqlite import Store
+from ._store import BaseStore, StoredRequest
 
-__all__ = ["Store", "StoreError", "StoredRequest"]
+__all__ = ["BaseStore", "PostgresStore", "Store", "StoreError", "StoredRequest"]
+
+
+def __getattr__(name: str):
+    # psycopg is imported only when PostgreSQL is used.
+    if name == "PostgresStore":
+        from ._postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

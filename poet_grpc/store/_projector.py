@@ -9,15 +9,15 @@ To project a new event type, add a handler to HANDLERS.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
-from typing import Any
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING, Any
 
 from ..core.learning import retraining_helped
 from ..core.models import EventRecord
 from ._errors import StoreError
+
+if TYPE_CHECKING:
+    from ._store import Sql
 
 ENHANCEMENT_COMPLETED = "enhancement.completed"
 FUNCTION_FEEDBACK = "function.feedback"
@@ -40,10 +40,10 @@ TRANSIENT_ERRORS = frozenset({"ConnectionError", "ConnectionResetError", "Connec
 # Cleared and refilled by a rebuild. A migration adding a projection adds it here.
 PROJECTION_TABLES = ("functions", "versions", "metrics", "requests", "ml_executions")
 
-Handler = Callable[[Database, EventRecord], None]
+Handler = Callable[["Sql", EventRecord], None]
 
 
-def apply(db: Database, event: EventRecord) -> None:
+def apply(db: Sql, event: EventRecord) -> None:
     """Project one event; StoreError if its payload cannot be projected."""
     handler = HANDLERS.get(event.type)
     if handler is None:
@@ -52,18 +52,25 @@ def apply(db: Database, event: EventRecord) -> None:
         handler(db, event)
     except StoreError:
         raise
-    except (KeyError, TypeError, ValueError, sqlite3.Error) as exc:
+    except (KeyError, TypeError, ValueError, *db.errors) as exc:
         raise StoreError(
             f"cannot project event {event.id!r} ({event.type}): {exc!r}"
         ) from exc
 
 
-def clear(db: Database) -> None:
+def clear(db: Sql) -> None:
     for table in PROJECTION_TABLES:
         db.execute(f"DELETE FROM {table}")
 
 
-def _on_enhancement_completed(db: Database, event: EventRecord) -> None:
+def _insert(db: Sql, table: str, row: dict[str, Any]) -> None:
+    """Insert one row; dict and list values are stored as JSON text."""
+    values = [json.dumps(v, default=repr, ensure_ascii=False) if isinstance(v, (dict, list)) else v
+              for v in row.values()]
+    db.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", values)
+
+
+def _on_enhancement_completed(db: Sql, event: EventRecord) -> None:
     p = event.payload
     name, version, number = p["function_name"], p["version"], int(p["number"])
     taken = db.execute(
@@ -71,32 +78,29 @@ def _on_enhancement_completed(db: Database, event: EventRecord) -> None:
     ).fetchone()
     if taken:
         raise StoreError(f"{name} already has version number {number} ({taken[0]})")
-    # sqlite-utils stores dict and list values as JSON text.
-    db.table("versions").insert(
-        {
-            "function_name": name,
-            "number": number,
-            "version": version,
-            "content_hash": p["content_hash"],
-            "parent_version": p["parent_version"],
-            "status": p["status"],
-            "created_at": event.timestamp,
-            "original_code": p["original_code"],
-            "domain": p["domain"],
-            "optimize_for": p["optimize_for"],
-            "context": p["context"],
-            "dana_source": p["dana_source"],
-            "config": p["config"],
-            "python_code": p["python_code"],
-            "dana_code": p["dana_code"],
-            "optimizations": list(p["optimizations"]),
-            "safety_level": float(p["safety_level"]),
-            "generator": p["generator"],
-            "params": p["params"],
-            "update_reason": p.get("update_reason") or "",
-        }
-    )
-    db.table("metrics").insert({"function_name": name, "version": version})  # all zero
+    _insert(db, "versions", {
+        "function_name": name,
+        "number": number,
+        "version": version,
+        "content_hash": p["content_hash"],
+        "parent_version": p["parent_version"],
+        "status": p["status"],
+        "created_at": event.timestamp,
+        "original_code": p["original_code"],
+        "domain": p["domain"],
+        "optimize_for": p["optimize_for"],
+        "context": p["context"],
+        "dana_source": p["dana_source"],
+        "config": p["config"],
+        "python_code": p["python_code"],
+        "dana_code": p["dana_code"],
+        "optimizations": list(p["optimizations"]),
+        "safety_level": float(p["safety_level"]),
+        "generator": p["generator"],
+        "params": p["params"],
+        "update_reason": p.get("update_reason") or "",
+    })
+    _insert(db, "metrics", {"function_name": name, "version": version})  # all zero
     # The newest version becomes current.
     db.execute(
         """
@@ -110,7 +114,7 @@ def _on_enhancement_completed(db: Database, event: EventRecord) -> None:
     _record_request(db, event, {"function_name": name, "version": version})
 
 
-def _on_function_feedback(db: Database, event: EventRecord) -> None:
+def _on_function_feedback(db: Sql, event: EventRecord) -> None:
     p = event.payload
     name, version = p["function_name"], p["version"]
     rating = p.get("rating")
@@ -148,25 +152,23 @@ def _on_function_feedback(db: Database, event: EventRecord) -> None:
     _record_request(db, event, {"feedback_id": event.id})
 
 
-def _record_request(db: Database, event: EventRecord, result: dict[str, Any]) -> None:
+def _record_request(db: Sql, event: EventRecord, result: dict[str, Any]) -> None:
     """Remember which request produced this event, so a retry gets the same answer."""
     request_id = event.payload.get("request_id") or ""
     if not request_id:
         return
     if db.execute("SELECT 1 FROM requests WHERE request_id = ?", (request_id,)).fetchone():
         raise StoreError(f"request {request_id!r} is already recorded")
-    db.table("requests").insert(
-        {
-            "request_id": request_id,
-            "operation": event.type,
-            "fingerprint": event.payload.get("request_fingerprint") or "",
-            "result": json.dumps(result),
-            "created_at": event.timestamp,
-        }
-    )
+    _insert(db, "requests", {
+        "request_id": request_id,
+        "operation": event.type,
+        "fingerprint": event.payload.get("request_fingerprint") or "",
+        "result": json.dumps(result),
+        "created_at": event.timestamp,
+    })
 
 
-def _version_of(db: Database, event: EventRecord) -> tuple[str, str] | None:
+def _version_of(db: Sql, event: EventRecord) -> tuple[str, str] | None:
     """(function, version) an inbound event is about: its payload's version, else the
     function's current version at this point of the log; None if unknown.
     Inbound events about unknown functions are logged but project nothing."""
@@ -184,7 +186,7 @@ def _version_of(db: Database, event: EventRecord) -> tuple[str, str] | None:
     return (name, version) if exists else None
 
 
-def _on_function_execution(db: Database, event: EventRecord) -> None:
+def _on_function_execution(db: Sql, event: EventRecord) -> None:
     target = _version_of(db, event)
     if target is None:
         return
@@ -213,7 +215,7 @@ def _on_function_execution(db: Database, event: EventRecord) -> None:
     )
 
 
-def _set_status(db: Database, name: str, version: str, status: str) -> None:
+def _set_status(db: Sql, name: str, version: str, status: str) -> None:
     cursor = db.execute(
         "UPDATE versions SET status = ? WHERE function_name = ? AND version = ?", (status, name, version)
     )
@@ -221,13 +223,13 @@ def _set_status(db: Database, name: str, version: str, status: str) -> None:
         raise StoreError(f"unknown version {name} {version}")
 
 
-def _on_function_update(db: Database, event: EventRecord) -> None:
+def _on_function_update(db: Sql, event: EventRecord) -> None:
     # The new version became current with its enhancement.completed; the old one retires.
     p = event.payload
     _set_status(db, p["function_name"], p["old_version"], "deprecated")
 
 
-def _on_version_activated(db: Database, event: EventRecord) -> None:
+def _on_version_activated(db: Sql, event: EventRecord) -> None:
     p = event.payload
     name, version = p["function_name"], p["version"]
     _set_status(db, name, version, "active")
@@ -237,12 +239,12 @@ def _on_version_activated(db: Database, event: EventRecord) -> None:
     )
 
 
-def _on_version_deprecated(db: Database, event: EventRecord) -> None:
+def _on_version_deprecated(db: Sql, event: EventRecord) -> None:
     p = event.payload
     _set_status(db, p["function_name"], p["version"], "deprecated")
 
 
-def _record_execution(db: Database, event: EventRecord, *, drift: bool) -> None:
+def _record_execution(db: Sql, event: EventRecord, *, drift: bool) -> None:
     execution_id = event.payload.get("execution_id") or ""
     target = _version_of(db, event)
     if not execution_id or target is None:
@@ -252,10 +254,12 @@ def _record_execution(db: Database, event: EventRecord, *, drift: bool) -> None:
         INSERT INTO ml_executions (execution_id, function_name, version, drift_detected, drift_score, drift_event_id, correlation_id)
         VALUES (:id, :name, :version, :drift, :score, :event, :correlation)
         ON CONFLICT (execution_id) DO UPDATE SET
-            drift_detected = MAX(drift_detected, excluded.drift_detected),
-            drift_score = CASE WHEN excluded.drift_detected = 1 THEN excluded.drift_score ELSE drift_score END,
-            drift_event_id = CASE WHEN excluded.drift_detected = 1 THEN excluded.drift_event_id ELSE drift_event_id END,
-            correlation_id = CASE WHEN correlation_id = '' THEN excluded.correlation_id ELSE correlation_id END
+            drift_detected = CASE WHEN excluded.drift_detected = 1 THEN 1 ELSE ml_executions.drift_detected END,
+            drift_score = CASE WHEN excluded.drift_detected = 1 THEN excluded.drift_score ELSE ml_executions.drift_score END,
+            drift_event_id = CASE WHEN excluded.drift_detected = 1 THEN excluded.drift_event_id
+                                  ELSE ml_executions.drift_event_id END,
+            correlation_id = CASE WHEN ml_executions.correlation_id = '' THEN excluded.correlation_id
+                                  ELSE ml_executions.correlation_id END
         """,
         {
             "id": execution_id,
@@ -269,15 +273,15 @@ def _record_execution(db: Database, event: EventRecord, *, drift: bool) -> None:
     )
 
 
-def _on_drift_detected(db: Database, event: EventRecord) -> None:
+def _on_drift_detected(db: Sql, event: EventRecord) -> None:
     _record_execution(db, event, drift=True)
 
 
-def _on_monitoring_completed(db: Database, event: EventRecord) -> None:
+def _on_monitoring_completed(db: Sql, event: EventRecord) -> None:
     _record_execution(db, event, drift=False)
 
 
-def _on_alert(db: Database, event: EventRecord) -> None:
+def _on_alert(db: Sql, event: EventRecord) -> None:
     # The alert's correlation id is how people's verdicts find the execution again.
     if event.causation_id and event.correlation_id:
         db.execute(
@@ -286,12 +290,13 @@ def _on_alert(db: Database, event: EventRecord) -> None:
         )
 
 
-def _execution_for(db: Database, event: EventRecord) -> str | None:
+def _execution_for(db: Sql, event: EventRecord) -> str | None:
     """The ml execution a verdict is about: by execution_id, else by correlation id."""
     execution_id = event.payload.get("execution_id") or ""
     if execution_id and db.execute("SELECT 1 FROM ml_executions WHERE execution_id = ?", (execution_id,)).fetchone():
         return execution_id
     if event.correlation_id:
+        # The latest one recorded (rowid: insertion order; the PostgreSQL schema has a column of that name).
         row = db.execute(
             "SELECT execution_id FROM ml_executions WHERE correlation_id = ? ORDER BY rowid DESC LIMIT 1",
             (event.correlation_id,),
@@ -301,7 +306,7 @@ def _execution_for(db: Database, event: EventRecord) -> str | None:
     return None
 
 
-def _on_human_validation(db: Database, event: EventRecord) -> None:
+def _on_human_validation(db: Sql, event: EventRecord) -> None:
     execution_id = _execution_for(db, event)
     if execution_id is None:
         return
@@ -314,7 +319,7 @@ def _on_human_validation(db: Database, event: EventRecord) -> None:
     db.execute("UPDATE ml_executions SET verdict = ? WHERE execution_id = ?", (verdict, execution_id))
 
 
-def _on_model_retrained(db: Database, event: EventRecord) -> None:
+def _on_model_retrained(db: Sql, event: EventRecord) -> None:
     # A retraining that did not help says the drift alert was not worth acting on,
     # unless people already gave a verdict on it.
     execution_id = _execution_for(db, event)
@@ -326,7 +331,7 @@ def _on_model_retrained(db: Database, event: EventRecord) -> None:
     )
 
 
-def _on_external_verdict(db: Database, event: EventRecord) -> None:
+def _on_external_verdict(db: Sql, event: EventRecord) -> None:
     # Integrations (seed 002): a resolved PagerDuty alert that was a false alarm, or an
     # MLflow tag, is a drift verdict too, unless the detection already has one.
     execution_id = _execution_for(db, event)

@@ -1,24 +1,23 @@
-"""The Store: the event log and its projections on one SQLite file.
+"""The log and its projections in the SQL both engines share: BaseStore.
 
-Synchronous and not thread-safe by design: the server calls it from one dedicated
-thread. Callers append events; only the projector writes projection rows.
+Synchronous and not thread-safe by design: the server calls a store from one
+dedicated thread. Callers append events; only the projector writes projection rows.
+An engine (_sqlite.Store, _postgres.PostgresStore) supplies the connection, its
+transactions and its schema; everything else is here, written once. The shared SQL
+uses `?` and `:name` parameters; the PostgreSQL connection turns them into its own
+(so it holds no `%`, and no `?` or `:name` inside a literal).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
-
-from sqlite_utils import Database
+from typing import Any, NamedTuple, Protocol
 
 from ..core.models import (
     AppendResult,
@@ -30,10 +29,9 @@ from ..core.models import (
     VersionMetrics,
     split_identity,
 )
-from . import _migrations, _projector
+from . import _projector
 from ._errors import StoreError
 
-SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 _REPLAY_CHUNK = 1000
 
 _EVENT_COLUMNS = (
@@ -57,12 +55,30 @@ _VERSION_SELECT = """
     LEFT JOIN (
         SELECT function_name, version,
                SUM(drift_detected) AS drift_detections,
-               SUM(verdict = 'false_positive') AS false_positives,
-               SUM(verdict = 'confirmed') AS confirmed_drifts,
-               SUM(verdict = 'missed') AS missed_drifts
+               SUM(CASE WHEN verdict = 'false_positive' THEN 1 ELSE 0 END) AS false_positives,
+               SUM(CASE WHEN verdict = 'confirmed' THEN 1 ELSE 0 END) AS confirmed_drifts,
+               SUM(CASE WHEN verdict = 'missed' THEN 1 ELSE 0 END) AS missed_drifts
         FROM ml_executions GROUP BY function_name, version
     ) ml ON ml.function_name = v.function_name AND ml.version = v.version
 """
+
+
+class Cursor(Protocol):
+    rowcount: int
+    description: Any
+
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class Sql(Protocol):
+    """One engine's connection as the shared code uses it."""
+
+    errors: tuple[type[Exception], ...]
+    """The driver's errors (reported as StoreError)."""
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Cursor: ...
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -87,112 +103,99 @@ class QuotaUsage(NamedTuple):
     """Bytes of code (source and generated) of all its versions."""
 
 
-def _sqlite_errors(method):
-    """Report SQLite failures as StoreError, the one error callers handle."""
+def _store_call(method):
+    """Run the method on a connection of the engine's (its session), and report
+    driver failures as StoreError, the one error callers handle."""
 
     @functools.wraps(method)
-    def wrapper(*args, **kwargs):
+    def wrapper(self: BaseStore, *args, **kwargs):
         try:
-            return method(*args, **kwargs)
-        except sqlite3.Error as exc:
+            with self._session():
+                return method(self, *args, **kwargs)
+        except self._driver_errors as exc:
             raise StoreError(f"{method.__name__}: {exc}") from exc
 
     return wrapper
 
 
-class Store:
-    """Owns the SQLite connection; appends events and reads the log and projections."""
+_NO_SESSION = nullcontext()
 
-    def __init__(self, path: str | os.PathLike, *, synchronous: str = "FULL",
-                 clock: Callable[[], float] = time.time):
-        """clock gives the append time of events (retention goes by it)."""
-        mode = synchronous.upper()
-        if mode not in SYNCHRONOUS_MODES:
-            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
-        self._path = Path(path)
+
+class BaseStore:
+    """Appends events and reads the log and projections; an engine subclass owns the
+    connection. Every public method is one engine call (`_store_call`)."""
+
+    _driver_errors: tuple[type[Exception], ...] = ()
+    _sql: Sql
+    """The connection, as shared code uses it (valid inside a session)."""
+
+    def __init__(self, clock: Callable[[], float]):
         self._clock = clock
         self._depth = 0  # atomic() nesting; 0 = no transaction of ours
         self._appended: list[tuple[EventRecord, int]] | None = None  # (event, bytes), by run_group
-        try:
-            # isolation_level=None: the driver opens no implicit transactions,
-            # atomic() issues BEGIN/COMMIT. check_same_thread=False: the thread that
-            # opens the store need not be the one that uses it.
-            conn = sqlite3.connect(str(self._path), isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self._path}: {exc}") from exc
-        self._db = Database(conn, execute_plugins=False)
-        try:
-            # Wait for another process's write lock rather than failing at once.
-            conn.execute("PRAGMA busy_timeout = 5000")
-            # Journal mode can only change outside a transaction.
-            self._db.enable_wal()
-            if self._db.journal_mode != "wal":
-                raise StoreError(f"cannot enable WAL on {self._path}")
-            # Per connection, so set on every open.
-            conn.execute(f"PRAGMA synchronous = {mode}")
-            # The log's id index takes random inserts: each touches its own page.
-            # A 64 MiB page cache keeps that index in memory, and checkpointing
-            # every ~40 MB of WAL (not SQLite's default 4 MB) lets a page written
-            # by many commits reach the database file once; the WAL file is
-            # truncated back after each checkpoint.
-            conn.execute("PRAGMA cache_size = -65536")
-            conn.execute("PRAGMA wal_autocheckpoint = 10000")
-            conn.execute("PRAGMA journal_size_limit = 67108864")
-            # Each write of a group runs in a savepoint, whose undo journal would
-            # otherwise spill to a temporary file past 64 KiB: keep it in memory.
-            conn.execute("PRAGMA temp_store = MEMORY")
-            self._synchronous = mode
-            self._schema_version = _migrations.migrate(self._db, self.atomic)
-            self._page_token_key = self._signing_key("page_token")
-        except sqlite3.Error as exc:
-            conn.close()
-            raise StoreError(f"cannot open {self._path}: {exc}") from exc
-        except BaseException:
-            conn.close()
-            raise
+        self._schema_version = 0
+        self._page_token_key = b""
 
-    @property
-    def path(self) -> Path:
-        return self._path
+    # -- what an engine provides --------------------------------------------
 
-    @property
-    def page_token_key(self) -> bytes:
-        """The secret that signs this database's page tokens (kept in the file)."""
-        return self._page_token_key
+    def _session(self) -> AbstractContextManager:
+        """Hold a connection for the duration of one call (nested calls share it)."""
+        return _NO_SESSION
 
-    def _signing_key(self, name: str) -> bytes:
-        row = self._db.execute("SELECT key FROM signing_keys WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            with self.atomic():
-                # OR IGNORE: another process may have made it meanwhile; its key wins.
-                self._db.execute("INSERT OR IGNORE INTO signing_keys (name, key) VALUES (?, ?)",
-                                 (name, secrets.token_hex(32)))
-            row = self._db.execute("SELECT key FROM signing_keys WHERE name = ?", (name,)).fetchone()
-        return bytes.fromhex(row[0])
+    def _begin(self) -> None:
+        """Open the outermost write transaction, holding the database's write lock."""
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        self._exec("COMMIT")
+
+    def _rollback(self) -> None:
+        raise NotImplementedError
+
+    def _in_transaction(self) -> bool:
+        """False once an error has ended the transaction (nothing of it can commit)."""
+        raise NotImplementedError
+
+    def _unsynced_commit(self) -> AbstractContextManager:
+        """Commit the next transaction without waiting for it to reach the disk."""
+        return _NO_SESSION
 
     def close(self) -> None:
-        try:
-            # SQLite's advice for long-lived connections: refresh planner statistics
-            # (e.g. timestamp vs position ranges) when closing.
-            self._db.conn.execute("PRAGMA optimize")
-        except sqlite3.Error:
-            pass  # already closed, or busy: the statistics can wait
-        self._db.close()  # closing twice is harmless
+        raise NotImplementedError
 
-    def __enter__(self) -> Store:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    # -- opening ---------------------------------------------------------------
+
+    def _signing_key(self, name: str) -> bytes:
+        row = self._sql.execute("SELECT key FROM signing_keys WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            with self.atomic():
+                # Another process may have made it meanwhile; its key wins.
+                self._sql.execute("INSERT INTO signing_keys (name, key) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                  (name, secrets.token_hex(32)))
+            row = self._sql.execute("SELECT key FROM signing_keys WHERE name = ?", (name,)).fetchone()
+        return bytes.fromhex(row[0])
+
+    @property
+    def page_token_key(self) -> bytes:
+        """The secret that signs this database's page tokens (kept in the database)."""
+        return self._page_token_key
+
+    def schema_version(self) -> int:
+        return self._schema_version
+
     # -- transactions ------------------------------------------------------
 
     @contextmanager
-    def atomic(self) -> Iterator[Store]:
+    def atomic(self) -> Iterator[BaseStore]:
         """One write transaction. A nested block joins the outer transaction through a
         savepoint: its failure undoes only its own work, and nothing is committed before
         the outermost block ends."""
-        conn = self._db.conn
         if self._depth:
             savepoint = f"nested_{self._depth}"
             self._exec(f"SAVEPOINT {savepoint}")
@@ -200,7 +203,7 @@ class Store:
             try:
                 yield self
             except BaseException:
-                if conn.in_transaction:  # an error may have ended it already
+                if self._in_transaction():  # an error may have ended it already
                     self._exec(f"ROLLBACK TO {savepoint}")
                     self._exec(f"RELEASE {savepoint}")
                 raise
@@ -209,29 +212,28 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        # IMMEDIATE takes the write lock now, so the transaction cannot fail
-        # half-way with SQLITE_BUSY when it first writes.
-        self._exec("BEGIN IMMEDIATE")
-        self._depth = 1
-        try:
-            yield self
-            self._exec("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            self._depth = 0
+        with self._session():
+            self._begin()
+            self._depth = 1
+            try:
+                yield self
+                self._commit()
+            except BaseException:
+                if self._in_transaction():
+                    self._rollback()
+                raise
+            finally:
+                self._depth = 0
 
     def _exec(self, sql: str) -> None:
         try:
-            self._db.conn.execute(sql)
-        except sqlite3.Error as exc:
+            self._sql.execute(sql)
+        except self._driver_errors as exc:
             raise StoreError(f"{sql}: {exc}") from exc
 
     # -- the log -----------------------------------------------------------
 
-    @_sqlite_errors
+    @_store_call
     def append_events(self, events: Sequence[EventRecord]) -> list[AppendResult]:
         results: list[AppendResult] = []
         if not events:
@@ -246,16 +248,15 @@ class Store:
 
     def _append_events(self, events: Sequence[EventRecord], results: list[AppendResult]) -> list[AppendResult]:
         with self.atomic():
-            # Max + 1 under the write lock, once per batch: gap-free, and a
-            # rolled-back insert frees its positions.
-            position = self._db.execute(
-                "SELECT COALESCE(MAX(position), 0) FROM events"
-            ).fetchone()[0]
-            conn = self._db.conn
+            # Max + 1 under the write lock (every write transaction holds it), once
+            # per batch: gap-free, a rolled-back insert frees its positions, and
+            # commit order is position order.
+            sql = self._sql
+            position = sql.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
             known: dict[str, int] = {}  # id -> position, of the ids already logged
             for start in range(0, len(events), 500):
                 ids = [event.id for event in events[start:start + 500]]
-                known.update(conn.execute(
+                known.update(sql.execute(
                     f"SELECT id, position FROM events WHERE id IN ({','.join('?' * len(ids))})", ids
                 ).fetchall())
             rows: list[tuple] = []
@@ -274,12 +275,12 @@ class Store:
                 results.append(AppendResult(event.id, position, duplicate=False))
             # One statement for the batch: far less per-row overhead than an
             # execute per event.
-            conn.executemany(_EVENT_INSERT, rows)
+            sql.executemany(_EVENT_INSERT, rows)
             # The projector never reads the events table, so projecting after the
             # inserts gives the same rows as projecting after each one.
             for record, _ in stored:
                 if record.type in _projector.HANDLERS:
-                    _projector.apply(self._db, record)
+                    _projector.apply(sql, record)
             if self._appended is not None:
                 self._appended.extend(stored)
         return results
@@ -307,7 +308,7 @@ class Store:
                     except Exception as exc:  # noqa: BLE001 - delivered to its caller
                         del appended[mark:]
                         outcomes.append((False, exc))
-                        if not self._db.conn.in_transaction:
+                        if not self._in_transaction():
                             # The error ended the whole transaction: nothing before it
                             # is committed either.
                             raise
@@ -324,7 +325,7 @@ class Store:
             self._appended = None
         return outcomes, appended
 
-    @_sqlite_errors
+    @_store_call
     def read_events(
         self, after_position: int, flt: EventFilter, limit: int
     ) -> tuple[list[EventRecord], int]:
@@ -332,7 +333,8 @@ class Store:
         if limit <= 0:
             raise ValueError(f"limit must be positive, not {limit}")
         # Bound the read by the last position taken first: events appended meanwhile
-        # are left for the next call, so "considered" never skips one.
+        # are left for the next call, so "considered" never skips one. (Commits come
+        # in position order, so everything up to it is already visible.)
         last = self.last_position()
         clauses = ["position > ?", "position <= ?"]
         params: list[Any] = [after_position, last]
@@ -359,7 +361,7 @@ class Store:
         if flt.end_time is not None:
             clauses.append("timestamp < ?")
             params.append(float(flt.end_time))
-        rows = self._db.execute(
+        rows = self._sql.execute(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
             "ORDER BY position LIMIT ?",
             (*params, limit),
@@ -369,16 +371,16 @@ class Store:
         # A caller resuming past the end (nothing to consider) keeps its position.
         return events, max(considered, after_position)
 
-    @_sqlite_errors
+    @_store_call
     def last_position(self) -> int:
-        return self._db.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
+        return self._sql.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
 
-    @_sqlite_errors
+    @_store_call
     def log_start(self) -> int:
         """The first position still in the log: 1 until retention trims the log."""
-        return self._db.execute("SELECT COALESCE(MIN(position), 1) FROM events").fetchone()[0]
+        return self._sql.execute("SELECT COALESCE(MIN(position), 1) FROM events").fetchone()[0]
 
-    @_sqlite_errors
+    @_store_call
     def trim_log(self, older_than: float, limit: int = 1000) -> int:
         """Retention: delete up to `limit` events from the start of the log, in log
         order, while they were appended before `older_than` (by the store's clock,
@@ -386,7 +388,7 @@ class Store:
         stays a gap-free run of positions. The last event is always kept, so the
         next position (max + 1) never goes back. Returns how many were deleted."""
         with self.atomic():
-            rows = self._db.execute(
+            rows = self._sql.execute(
                 "SELECT position, appended_at FROM events WHERE position < (SELECT MAX(position) FROM events) "
                 "ORDER BY position LIMIT ?",
                 (limit,),
@@ -398,31 +400,31 @@ class Store:
                 cut = position
             if not cut:
                 return 0
-            return self._db.execute("DELETE FROM events WHERE position <= ?", (cut,)).rowcount
+            return self._sql.execute("DELETE FROM events WHERE position <= ?", (cut,)).rowcount
 
-    @_sqlite_errors
+    @_store_call
     def get_event(self, event_id: str) -> EventRecord | None:
-        row = self._db.execute(
+        row = self._sql.execute(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)
         ).fetchone()
         return _event_from_row(row) if row else None
 
     # -- projections -------------------------------------------------------
 
-    @_sqlite_errors
+    @_store_call
     def get_version(self, function_name: str, version: str) -> FunctionVersion | None:
         return self._one_version(
             "WHERE v.function_name = ? AND v.version = ?", (function_name, version)
         )
 
-    @_sqlite_errors
+    @_store_call
     def current_version(self, function_name: str) -> str | None:
-        row = self._db.execute(
+        row = self._sql.execute(
             "SELECT current_version FROM functions WHERE name = ?", (function_name,)
         ).fetchone()
         return row[0] if row else None
 
-    @_sqlite_errors
+    @_store_call
     def list_versions(
         self, function_name: str, *, after_number: int = 0, limit: int = 50
     ) -> list[FunctionVersion]:
@@ -431,14 +433,14 @@ class Store:
             (function_name, after_number, limit),
         )
 
-    @_sqlite_errors
+    @_store_call
     def next_version_number(self, function_name: str) -> int:
-        return self._db.execute(
+        return self._sql.execute(
             "SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE function_name = ?",
             (function_name,),
         ).fetchone()[0]
 
-    @_sqlite_errors
+    @_store_call
     def find_version_by_hash(self, function_name: str, content_hash: str) -> FunctionVersion | None:
         # The newest one if several versions share a hash.
         return self._one_version(
@@ -446,9 +448,9 @@ class Store:
             (function_name, content_hash),
         )
 
-    @_sqlite_errors
+    @_store_call
     def get_request(self, request_id: str) -> StoredRequest | None:
-        row = self._db.execute(
+        row = self._sql.execute(
             "SELECT request_id, operation, fingerprint, result FROM requests WHERE request_id = ?",
             (request_id,),
         ).fetchone()
@@ -456,14 +458,14 @@ class Store:
             return None
         return StoredRequest(row[0], row[1], row[2], json.loads(row[3]))
 
-    @_sqlite_errors
+    @_store_call
     def rebuild_projections(self) -> None:
         """Clear the projections and replay the whole log, in one transaction."""
         with self.atomic():
-            _projector.clear(self._db)
+            _projector.clear(self._sql)
             after = 0
             while True:
-                rows = self._db.execute(
+                rows = self._sql.execute(
                     f"SELECT {_EVENT_COLUMNS} FROM events WHERE position > ? "
                     "ORDER BY position LIMIT ?",
                     (after, _REPLAY_CHUNK),
@@ -471,11 +473,11 @@ class Store:
                 if not rows:
                     break
                 for row in rows:
-                    _projector.apply(self._db, _event_from_row(row))
+                    _projector.apply(self._sql, _event_from_row(row))
                 after = rows[-1][0]
 
     def _versions(self, where: str, params: Sequence[Any]) -> list[FunctionVersion]:
-        cursor = self._db.execute(f"{_VERSION_SELECT} {where}", params)
+        cursor = self._sql.execute(f"{_VERSION_SELECT} {where}", params)
         columns = [d[0] for d in cursor.description]
         return [_version_from_row(dict(zip(columns, row))) for row in cursor.fetchall()]
 
@@ -483,32 +485,32 @@ class Store:
         found = self._versions(where, params)
         return found[0] if found else None
 
-    @_sqlite_errors
+    @_store_call
     def caused_by(self, event_id: str, event_type: str) -> EventRecord | None:
         """The first event of this type whose causation_id is event_id."""
-        row = self._db.execute(
+        row = self._sql.execute(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE causation_id = ? AND type = ? ORDER BY position LIMIT 1",
             (event_id, event_type),
         ).fetchone()
         return _event_from_row(row) if row else None
 
-    @_sqlite_errors
+    @_store_call
     def execution_target(self, execution_id: str, correlation_id: str = "") -> tuple[str, str] | None:
         """(function, version) of an ml_monitoring execution, by id or by the
         correlation id of its alert."""
-        row = self._db.execute(
+        row = self._sql.execute(
             "SELECT function_name, version FROM ml_executions WHERE execution_id = ? "
             "OR (? != '' AND correlation_id = ?) ORDER BY execution_id = ? DESC LIMIT 1",
             (execution_id, correlation_id, correlation_id, execution_id),
         ).fetchone()
         return (row[0], row[1]) if row else None
 
-    @_sqlite_errors
+    @_store_call
     def drift_verdicts(self, function_name: str, version: str) -> list[tuple[float, str]]:
         """(drift_score, verdict) of each detection of the version that has a verdict."""
         return [
             (row[0], row[1])
-            for row in self._db.execute(
+            for row in self._sql.execute(
                 "SELECT drift_score, verdict FROM ml_executions WHERE function_name = ? AND version = ? "
                 "AND drift_detected = 1 AND verdict != ''",
                 (function_name, version),
@@ -517,99 +519,94 @@ class Store:
 
     # -- consumers ---------------------------------------------------------
 
-    @_sqlite_errors
+    @_store_call
     def consumer_position(self, name: str) -> int:
         """Where the named log consumer has got to (0 if it never ran)."""
-        row = self._db.execute("SELECT position FROM consumers WHERE name = ?", (name,)).fetchone()
+        row = self._sql.execute("SELECT position FROM consumers WHERE name = ?", (name,)).fetchone()
         return row[0] if row else 0
 
-    @_sqlite_errors
+    @_store_call
     def set_consumer_position(self, name: str, position: int) -> None:
         """Record the consumer's progress (joins an outer atomic(), so progress and
         the events it derived commit together).
 
-        On its own (outside a transaction) it commits without an fsync of its own
-        (synchronous=NORMAL for that commit): it survives a crash of the process, and
-        the next durable commit fsyncs it; only a power loss before then can take the
+        On its own (outside a transaction) it commits without waiting for the disk
+        (SQLite: synchronous=NORMAL for that commit; PostgreSQL: synchronous_commit
+        off): it survives a crash of the process, and the next durable commit makes
+        it durable; only a power loss (or a crash of the database server) before then can take the
         consumer back to its previous position, and consumers replay idempotently.
         Consumers save often, and an fsync each would stall the log's writer."""
-        relaxed = self._depth == 0 and self._synchronous == "FULL"
-        if relaxed:
-            self._db.conn.execute("PRAGMA synchronous = NORMAL")
-        try:
+        with self._unsynced_commit():
             with self.atomic():
-                self._db.execute(
+                self._sql.execute(
                     "INSERT INTO consumers (name, position) VALUES (?, ?) "
                     "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
                     (name, position),
                 )
-        finally:
-            if relaxed:
-                self._db.conn.execute("PRAGMA synchronous = FULL")
 
     # -- feedback reviews (the learning loop) ------------------------------
 
-    @_sqlite_errors
+    @_store_call
     def feedback_reviewed(self, feedback_id: str) -> bool:
         """True once the learning loop reviewed this feedback without making a version."""
-        row = self._db.execute("SELECT 1 FROM feedback_reviews WHERE feedback_id = ?", (feedback_id,)).fetchone()
+        row = self._sql.execute("SELECT 1 FROM feedback_reviews WHERE feedback_id = ?", (feedback_id,)).fetchone()
         return row is not None
 
-    @_sqlite_errors
+    @_store_call
     def record_feedback_review(self, feedback_id: str, reviewed_at: float) -> None:
         with self.atomic():
-            self._db.execute(
-                "INSERT OR IGNORE INTO feedback_reviews (feedback_id, reviewed_at) VALUES (?, ?)",
+            self._sql.execute(
+                "INSERT INTO feedback_reviews (feedback_id, reviewed_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (feedback_id, reviewed_at),
             )
 
     # -- quotas ------------------------------------------------------------
 
-    @_sqlite_errors
+    @_store_call
     def quota_usage(self, principal: str, function_name: str) -> QuotaUsage:
         """What principal has stored: functions it created, its versions of function_name, bytes of code."""
-        functions, size = self._db.execute(
+        functions, size = self._sql.execute(
             "SELECT functions, bytes FROM principal_usage WHERE principal = ?", (principal,)
         ).fetchone() or (0, 0)
-        versions = self._db.execute(
+        versions = self._sql.execute(
             "SELECT versions FROM function_usage WHERE principal = ? AND function_name = ?", (principal, function_name)
         ).fetchone()
         return QuotaUsage(functions, versions[0] if versions else 0, size)
 
-    @_sqlite_errors
+    @_store_call
     def charge_quota(self, principal: str, function_name: str, *, created_function: bool, size: int) -> None:
         """Count one more version of function_name (size bytes of code) against principal;
         joins the transaction that stores the version, so both commit or neither."""
         with self.atomic():
-            self._db.execute(
+            self._sql.execute(
                 "INSERT INTO principal_usage (principal, functions, bytes) VALUES (?, ?, ?) "
-                "ON CONFLICT (principal) DO UPDATE SET functions = functions + excluded.functions, "
-                "bytes = bytes + excluded.bytes",
+                "ON CONFLICT (principal) DO UPDATE SET functions = principal_usage.functions + excluded.functions, "
+                "bytes = principal_usage.bytes + excluded.bytes",
                 (principal, int(created_function), size),
             )
-            self._db.execute(
+            self._sql.execute(
                 "INSERT INTO function_usage (principal, function_name, versions, bytes) VALUES (?, ?, 1, ?) "
-                "ON CONFLICT (principal, function_name) DO UPDATE SET versions = versions + 1, "
-                "bytes = bytes + excluded.bytes",
+                "ON CONFLICT (principal, function_name) DO UPDATE SET versions = function_usage.versions + 1, "
+                "bytes = function_usage.bytes + excluded.bytes",
                 (principal, function_name, size),
             )
 
     # -- dead letters (integrations) ---------------------------------------
 
-    @_sqlite_errors
+    @_store_call
     def add_dead_letter(self, sink: str, event: EventRecord, *, attempts: int, error: str,
                         first_failure_at: float, last_failure_at: float) -> int:
         """Record an event a sink gave up on; its id."""
         with self.atomic():
-            cursor = self._db.execute(
+            return self._sql.execute(
                 "INSERT INTO dead_letters (sink, event_id, event_position, event_type, function_name, attempts, "
-                "last_error, first_failure_at, last_failure_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                "last_error, first_failure_at, last_failure_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending') "
+                "RETURNING id",
                 (sink, event.id, event.position, event.type, event.function_name, attempts, error,
                  first_failure_at, last_failure_at),
-            )
-            return cursor.lastrowid
+            ).fetchone()[0]
 
-    @_sqlite_errors
+    @_store_call
     def list_dead_letters(self, sink: str, after_id: int, limit: int, *, ids: Sequence[int] = (),
                           pending_only: bool = False) -> list[dict[str, Any]]:
         """Dead letters by id (oldest first), of one sink or ("") all."""
@@ -622,31 +619,30 @@ class Store:
             params.extend(ids)
         if pending_only:
             clauses.append("status = 'pending'")
-        return list(self._db.query(
-            f"SELECT * FROM dead_letters WHERE {' AND '.join(clauses)} ORDER BY event_position, id LIMIT ?"
-            if pending_only else f"SELECT * FROM dead_letters WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
-            [*params, limit],
-        ))
+        order = "event_position, id" if pending_only else "id"
+        cursor = self._sql.execute(
+            f"SELECT * FROM dead_letters WHERE {' AND '.join(clauses)} ORDER BY {order} LIMIT ?", [*params, limit]
+        )
+        columns = [d[0] for d in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
-    @_sqlite_errors
+    @_store_call
     def update_dead_letter(self, dead_letter_id: int, *, status: str, attempts: int, error: str,
                            failed_at: float | None) -> None:
         with self.atomic():
-            self._db.execute(
+            self._sql.execute(
                 "UPDATE dead_letters SET status = ?, attempts = ?, last_error = ?, "
                 "last_failure_at = COALESCE(?, last_failure_at) WHERE id = ?",
                 (status, attempts, error, failed_at, dead_letter_id),
             )
 
-    # -- maintenance -------------------------------------------------------
+    # -- for tests and maintenance -------------------------------------------
 
-    @_sqlite_errors
-    def integrity_check(self) -> str:
-        rows = self._db.execute("PRAGMA integrity_check").fetchall()
-        return "\n".join(row[0] for row in rows)
-
-    def schema_version(self) -> int:
-        return self._schema_version
+    @_store_call
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Rows of a statement in the shared SQL (tests look at tables with it)."""
+        cursor = self._sql.execute(sql, params)
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
 
 
 def _event_from_row(row: Sequence[Any]) -> EventRecord:

@@ -18,6 +18,7 @@ from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, poet_serv
 from poet_grpc.integrations import SinksFileError
 from poet_grpc.store import Store
 from support import violated_fields
+from postgres_support import sqlite_only
 
 DETECTOR = '''
 def detect(reference: list, current: list) -> float:
@@ -259,6 +260,7 @@ async def test_slack_and_mlflow_sinks_deliver_their_formats(settings, tmp_path, 
         assert tags["poet.execution_id"] == "e-7" and tags["poet.drift_score"] == "0.2"
 
 
+@sqlite_only
 async def test_inbound_mappings_produce_their_events_once_even_after_a_restart(settings, tmp_path):
     async with running(settings, tmp_path) as (server, stub):
         await stub.Enhance(pb.EnhanceRequest(function_name="detect", original_code=DETECTOR, domain="ml_monitoring"))
@@ -307,6 +309,7 @@ async def _mapped(stub) -> bool:
             and len(await _events(stub, "transpilation.completed")) == 2)
 
 
+@sqlite_only
 async def test_a_bad_sinks_file_stops_the_server_with_the_problem_named(settings, tmp_path):
     from poet_grpc.api.server import create_server
 

@@ -19,6 +19,7 @@ from poet_grpc._gen.poet.v1 import events_pb2, poet_service_pb2 as pb, poet_serv
 from poet_grpc.api.server import create_server
 from poet_grpc.core.models import EnhancementSpec
 from poet_grpc.generator import generate
+from postgres_support import sqlite_only
 
 CODE = "def area(width: float, height: float) -> float:\n    return width * height\n"
 SERVICE = "poet.v1.PoetService"
@@ -141,6 +142,7 @@ async def test_an_open_stream_is_in_flight_until_it_ends(server, stub):
     assert m.value("grpc_server_msg_sent_total", **stream) == 1
 
 
+@sqlite_only
 async def test_publish_counts_appends_and_the_log_size_and_positions(server, stub):
     before = Scrape(server)
     response = await stub.PublishEvents(pb.PublishEventsRequest(events=[event("x.tick", n=i) for i in range(5)]))

@@ -17,6 +17,7 @@ from grpc_status import rpc_status
 from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb, poet_service_pb2_grpc
 from poet_grpc.api.server import create_server
 from support import details
+from postgres_support import sqlite_only
 
 ALICE = (("x-client-id", "alice"),)
 BOB = (("x-client-id", "bob"),)
@@ -71,6 +72,7 @@ def snapshot(db) -> dict[str, list]:
         conn.close()
 
 
+@sqlite_only
 async def test_versions_per_function_quota_refuses_with_quota_failure_and_stores_nothing(settings):
     async with serving(settings, quota_versions_per_function=2) as stub:
         first = await enhance(stub, variant=0, request_id="enh-1")
@@ -120,6 +122,7 @@ async def test_functions_quota_holds_under_concurrency_and_across_a_restart(sett
         assert (await enhance(stub, "another", metadata=BOB)).version == "v1"
 
 
+@sqlite_only
 async def test_bytes_quota_counts_the_generated_code_too(settings):
     # The source (~50 bytes) fits; with the code generated from it, a version does not.
     async with serving(settings, quota_bytes=1000) as stub:

@@ -29,6 +29,7 @@ from poet_grpc._gen.poet.v1 import poet_service_pb2 as pb
 from poet_grpc.sandbox import Limits
 
 from sandbox_support import accepted, survivors, unique_sleep
+from postgres_support import sqlite_only
 
 NORMAL = '''
 def total(a: int, b: int = 2) -> int:
@@ -208,6 +209,7 @@ async def test_a_secret_in_the_servers_environment_never_comes_back(stub, server
 # --- 3. the database --------------------------------------------------------------------
 
 
+@sqlite_only
 async def test_the_database_contents_never_come_back(stub, settings):
     """A function with a unique name is stored first; the attack reads the SQLite
     files (absolute path, with -wal and -shm) and raises with the bytes following

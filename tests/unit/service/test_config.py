@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from poet_grpc.config import Settings, split_address
+from poet_grpc.config import Settings, redacted_db, split_address
 
 
 def test_environment_then_overrides():
@@ -13,6 +13,14 @@ def test_environment_then_overrides():
     assert settings.db == Path("/tmp/x.db")
     assert settings.gateway is False
     assert settings.checkpoint_seconds == 2.5
+
+
+@pytest.mark.parametrize("url", ["postgresql://poet:secret@db:5432/poet", "postgres://db/poet"])
+def test_a_postgresql_url_selects_postgresql_and_stays_a_url(url):
+    # A Path would fold "//" and make it a file name.
+    assert Settings.from_env({"POET_DB": url}).db == url
+    assert Settings.from_env({}, db=url).db == url
+    assert "secret" not in redacted_db(url) and redacted_db(Path("x.db")) == "x.db"
 
 
 @pytest.mark.parametrize(

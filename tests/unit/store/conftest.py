@@ -1,4 +1,5 @@
-"""Fixtures for the store tests: a Store on a temporary file, and event factories."""
+"""Fixtures for the store tests: a store on each engine (SQLite on a temporary file,
+PostgreSQL in a fresh database of the tests' own server), and event factories."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 import pytest
 
 from poet_grpc.core.models import EventRecord
-from poet_grpc.store import Store
+from poet_grpc.store import BaseStore, Store
 
 EventFactory = Callable[..., EventRecord]
+StoreOpener = Callable[..., BaseStore]
 
 
 @pytest.fixture
@@ -20,13 +22,41 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "poet.db"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    s = Store(db_path)
+def open_store(request, engine: str, db_path: Path) -> Iterator[StoreOpener]:
+    """Opens a store (keyword arguments: the engine's) on this test's database; every
+    one opened is closed at the end."""
+    opened: list[BaseStore] = []
+    if engine == "sqlite":
+        def make(**options: Any) -> BaseStore:
+            return Store(db_path, **options)
+    else:
+        from poet_grpc.store import PostgresStore
+
+        url = request.getfixturevalue("postgres_url")
+
+        def make(**options: Any) -> BaseStore:
+            return PostgresStore(url, **options)
+
+    def tracked(**options: Any) -> BaseStore:
+        opened.append(make(**options))
+        return opened[-1]
+
     try:
-        yield s
+        yield tracked
     finally:
-        s.close()
+        for s in opened:
+            s.close()
+
+
+@pytest.fixture
+def store(open_store: StoreOpener) -> BaseStore:
+    return open_store()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from poet_grpc.store import Store, StoreError
+from poet_grpc.store import BaseStore, Store, StoreError
 from poet_grpc.store import _migrations
 
 YEAR_9999 = 253402300799.0
@@ -25,9 +25,9 @@ class Clock:
         return self.now
 
 
-def test_a_far_future_timestamp_does_not_stop_retention(db_path: Path, event) -> None:
+def test_a_far_future_timestamp_does_not_stop_retention(open_store, event) -> None:
     clock = Clock(1000.0)
-    with Store(db_path, clock=clock) as store:
+    with open_store(clock=clock) as store:
         store.append_events([event(id="future", timestamp=YEAR_9999)])
         clock.now += 1
         store.append_events([event(id=f"old-{n}", timestamp=0.0) for n in range(3)])
@@ -39,9 +39,9 @@ def test_a_far_future_timestamp_does_not_stop_retention(db_path: Path, event) ->
         assert store.get_event("future") is None and store.get_event("recent") is not None
 
 
-def test_a_backdated_timestamp_does_not_expire_early(db_path: Path, event) -> None:
+def test_a_backdated_timestamp_does_not_expire_early(open_store, event) -> None:
     clock = Clock(50 * DAY)
-    with Store(db_path, clock=clock) as store:
+    with open_store(clock=clock) as store:
         store.append_events([event(id="backdated", timestamp=1.0), event(id="last", timestamp=1.0)])
         assert store.trim_log(clock.now - 30 * DAY) == 0
         # Still in the log, so its id is still a duplicate (the dedup window).
@@ -49,9 +49,9 @@ def test_a_backdated_timestamp_does_not_expire_early(db_path: Path, event) -> No
         assert result.duplicate
 
 
-def test_trimming_stops_at_the_first_event_appended_later(db_path: Path, event) -> None:
+def test_trimming_stops_at_the_first_event_appended_later(open_store, event) -> None:
     clock = Clock(1000.0)
-    with Store(db_path, clock=clock) as store:
+    with open_store(clock=clock) as store:
         store.append_events([event(id="a"), event(id="b")])
         clock.now = 5000.0
         store.append_events([event(id="c"), event(id="d")])
@@ -61,14 +61,14 @@ def test_trimming_stops_at_the_first_event_appended_later(db_path: Path, event) 
 
 
 @pytest.mark.parametrize("timestamp", [YEAR_9999 + 2, -62135596801.0, math.inf, -math.inf, math.nan, 1e300])
-def test_timestamps_no_reader_could_carry_are_refused(store: Store, event, timestamp: float) -> None:
+def test_timestamps_no_reader_could_carry_are_refused(store: BaseStore, event, timestamp: float) -> None:
     store.append_events([event(id="seed")])
     with pytest.raises(StoreError, match="outside years 1 to 9999"):
         store.append_events([event(id="fine"), event(id="bad", timestamp=timestamp)])
     assert store.last_position() == 1 and store.get_event("fine") is None
 
 
-def test_the_ends_of_the_range_are_stored(store: Store, event) -> None:
+def test_the_ends_of_the_range_are_stored(store: BaseStore, event) -> None:
     store.append_events([event(timestamp=YEAR_9999 + 0.999999999), event(timestamp=-62135596800.0)])
     assert store.last_position() == 2
 

@@ -1,4 +1,5 @@
-"""Opening files: fresh schema, reopening, upgrades, pragmas."""
+"""Opening SQLite files: fresh schema, reopening, upgrades, pragmas (PostgreSQL's:
+test_store_postgres.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from poet_grpc.store import Store, StoreError
 from poet_grpc.store import _migrations
 
 LATEST = _migrations.MIGRATIONS[-1][0]
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    """SQLite only, in this module."""
+    with Store(db_path) as s:
+        yield s
 
 
 @contextmanager

@@ -5,18 +5,18 @@ from __future__ import annotations
 import pytest
 
 from poet_grpc.core.models import VersionMetrics
-from poet_grpc.store import Store, StoredRequest, StoreError
+from poet_grpc.store import BaseStore, StoredRequest, StoreError
 
 
-def _snapshot(store: Store) -> dict[str, list[tuple]]:
+def _snapshot(store: BaseStore) -> dict[str, list[tuple]]:
     """Every projection row, in a stable order."""
     return {
-        table: store._db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+        table: store._rows(f"SELECT * FROM {table} ORDER BY 1, 2")
         for table in ("functions", "versions", "metrics", "requests")
     }
 
 
-def test_enhancement_creates_a_current_version(store: Store, enhancement) -> None:
+def test_enhancement_creates_a_current_version(store: BaseStore, enhancement) -> None:
     assert store.next_version_number("calc") == 1
     assert store.current_version("calc") is None
     store.append_events([enhancement("calc", 1, timestamp=500.0, content_hash="h1")])
@@ -39,7 +39,7 @@ def test_enhancement_creates_a_current_version(store: Store, enhancement) -> Non
     assert store.next_version_number("other") == 1
 
 
-def test_newest_version_becomes_current(store: Store, enhancement) -> None:
+def test_newest_version_becomes_current(store: BaseStore, enhancement) -> None:
     store.append_events([enhancement("calc", 1)])
     store.append_events([enhancement("calc", 2, timestamp=2000.0)])
     assert store.current_version("calc") == "v2"
@@ -48,11 +48,10 @@ def test_newest_version_becomes_current(store: Store, enhancement) -> None:
     assert store.get_version("calc", "v2").parent_version == "v1"
     assert store.get_version("calc", "v3") is None
     assert store.next_version_number("calc") == 3
-    row = store._db.execute("SELECT created_at, updated_at FROM functions").fetchone()
-    assert row == (1000.0, 2000.0)
+    assert store._rows("SELECT created_at, updated_at FROM functions") == [(1000.0, 2000.0)]
 
 
-def test_duplicate_version_number_is_rejected(store: Store, enhancement, event) -> None:
+def test_duplicate_version_number_is_rejected(store: BaseStore, enhancement, event) -> None:
     store.append_events([enhancement("calc", 1, content_hash="h1")])
     with pytest.raises(StoreError, match="already has version number 1"):
         store.append_events([event(id="x"), enhancement("calc", 1, content_hash="h2")])
@@ -60,7 +59,7 @@ def test_duplicate_version_number_is_rejected(store: Store, enhancement, event) 
     assert store.get_version("calc", "v1").content_hash == "h1"
 
 
-def test_find_version_by_hash(store: Store, enhancement) -> None:
+def test_find_version_by_hash(store: BaseStore, enhancement) -> None:
     store.append_events([
         enhancement("calc", 1, content_hash="aaa"),
         enhancement("calc", 2, content_hash="bbb"),
@@ -72,7 +71,7 @@ def test_find_version_by_hash(store: Store, enhancement) -> None:
     assert store.find_version_by_hash("parse", "bbb") is None
 
 
-def test_list_versions_paging(store: Store, enhancement) -> None:
+def test_list_versions_paging(store: BaseStore, enhancement) -> None:
     store.append_events([enhancement("calc", n) for n in range(1, 6)])
     store.append_events([enhancement("parse", 1)])
     assert [v.number for v in store.list_versions("calc")] == [1, 2, 3, 4, 5]
@@ -85,7 +84,7 @@ def test_list_versions_paging(store: Store, enhancement) -> None:
     assert store.list_versions("nobody") == []
 
 
-def test_feedback_metrics(store: Store, enhancement, feedback) -> None:
+def test_feedback_metrics(store: BaseStore, enhancement, feedback) -> None:
     store.append_events([enhancement("calc", 1), enhancement("calc", 2)])
     store.append_events([
         feedback("calc", "v1", rating=5),
@@ -104,7 +103,7 @@ def test_feedback_metrics(store: Store, enhancement, feedback) -> None:
     assert store.get_version("calc", "v2").metrics == VersionMetrics()  # other version untouched
 
 
-def test_feedback_without_metrics_keeps_reported_rates(store: Store, enhancement, feedback) -> None:
+def test_feedback_without_metrics_keeps_reported_rates(store: BaseStore, enhancement, feedback) -> None:
     store.append_events([enhancement("calc", 1)])
     store.append_events([feedback("calc", "v1", metrics={"success_rate": 0.5, "avg_duration": 3.0,
                                                          "error_rate": 0.5})])
@@ -114,7 +113,7 @@ def test_feedback_without_metrics_keeps_reported_rates(store: Store, enhancement
     assert (m.feedback_count, m.rating_count, m.avg_rating) == (2, 1, 3.0)
 
 
-def test_feedback_for_unknown_version_is_rejected(store: Store, enhancement, feedback) -> None:
+def test_feedback_for_unknown_version_is_rejected(store: BaseStore, enhancement, feedback) -> None:
     store.append_events([enhancement("calc", 1)])
     with pytest.raises(StoreError):
         store.append_events([feedback("calc", "v2", rating=1)])
@@ -124,7 +123,7 @@ def test_feedback_for_unknown_version_is_rejected(store: Store, enhancement, fee
     assert store.get_version("calc", "v1").metrics.feedback_count == 0
 
 
-def test_other_event_types_change_no_projection(store: Store, enhancement, event) -> None:
+def test_other_event_types_change_no_projection(store: BaseStore, enhancement, event) -> None:
     store.append_events([enhancement("calc", 1)])
     before = _snapshot(store)
     store.append_events([event("external.alert", function_name="calc",
@@ -133,7 +132,7 @@ def test_other_event_types_change_no_projection(store: Store, enhancement, event
     assert _snapshot(store) == before
 
 
-def test_idempotency_records(store: Store, enhancement, feedback) -> None:
+def test_idempotency_records(store: BaseStore, enhancement, feedback) -> None:
     assert store.get_request("r1") is None
     enh = enhancement("calc", 1, request_id="r1", request_fingerprint="fp1")
     fb = feedback("calc", "v1", rating=4, request_id="r2", request_fingerprint="fp2")
@@ -144,17 +143,17 @@ def test_idempotency_records(store: Store, enhancement, feedback) -> None:
     assert store.get_request("r2") == StoredRequest(
         "r2", "function.feedback", "fp2", {"feedback_id": fb.id}
     )
-    assert store._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 2
+    assert store._rows("SELECT COUNT(*) FROM requests") == [(2,)]
 
 
-def test_request_id_recorded_twice_is_rejected(store: Store, enhancement, feedback) -> None:
+def test_request_id_recorded_twice_is_rejected(store: BaseStore, enhancement, feedback) -> None:
     store.append_events([enhancement("calc", 1, request_id="r1", request_fingerprint="fp")])
     with pytest.raises(StoreError, match="already recorded"):
         store.append_events([feedback("calc", "v1", request_id="r1", request_fingerprint="fp")])
     assert store.get_version("calc", "v1").metrics.feedback_count == 0
 
 
-def _busy_history(store: Store, event, enhancement, feedback) -> None:
+def _busy_history(store: BaseStore, event, enhancement, feedback) -> None:
     store.append_events([
         enhancement("calc", 1, request_id="r1", request_fingerprint="f1", timestamp=10.0),
         feedback("calc", "v1", rating=3, timestamp=11.0, request_id="r2", request_fingerprint="f2"),
@@ -170,7 +169,7 @@ def _busy_history(store: Store, event, enhancement, feedback) -> None:
     ])
 
 
-def test_rebuild_gives_identical_projections(store: Store, event, enhancement, feedback) -> None:
+def test_rebuild_gives_identical_projections(store: BaseStore, event, enhancement, feedback) -> None:
     _busy_history(store, event, enhancement, feedback)
     live = _snapshot(store)
     live_versions = store.list_versions("calc") + store.list_versions("parse")
@@ -182,46 +181,47 @@ def test_rebuild_gives_identical_projections(store: Store, event, enhancement, f
     assert store.last_position() == 8  # the log itself is untouched
 
 
-def test_rebuild_restores_damaged_projections(store: Store, event, enhancement, feedback) -> None:
+def test_rebuild_restores_damaged_projections(store: BaseStore, event, enhancement, feedback) -> None:
     _busy_history(store, event, enhancement, feedback)
     live = _snapshot(store)
     with store.atomic():
-        store._db.execute("DELETE FROM versions WHERE function_name = 'parse'")
-        store._db.execute("UPDATE metrics SET feedback_count = 99")
-        store._db.execute("DELETE FROM requests")
+        store._rows("DELETE FROM versions WHERE function_name = 'parse'")
+        store._rows("UPDATE metrics SET feedback_count = 99")
+        store._rows("DELETE FROM requests")
     assert _snapshot(store) != live
     store.rebuild_projections()
     assert _snapshot(store) == live
 
 
-def test_rebuild_that_fails_changes_nothing(store: Store, event, enhancement, feedback) -> None:
+def test_rebuild_that_fails_changes_nothing(store: BaseStore, event, enhancement, feedback) -> None:
     _busy_history(store, event, enhancement, feedback)
     live = _snapshot(store)
-    # A log the projector cannot replay (only reachable by tampering with the file).
+    # A log the projector cannot replay (only reachable by tampering with the database).
     with store.atomic():
-        store._db.execute("UPDATE events SET payload = '{}' WHERE position = 4")
+        store._rows("UPDATE events SET payload = '{}' WHERE position = 4")
     with pytest.raises(StoreError):
         store.rebuild_projections()
     assert _snapshot(store) == live
 
 
-def test_data_survives_close_and_reopen(db_path, event, enhancement, feedback) -> None:
-    with Store(db_path) as store:
+def test_data_survives_close_and_reopen(open_store, engine, event, enhancement, feedback) -> None:
+    with open_store() as store:
         _busy_history(store, event, enhancement, feedback)
         live = _snapshot(store)
         versions = store.list_versions("calc")
         request = store.get_request("r2")
-    with Store(db_path) as store:
+    with open_store() as store:
         assert _snapshot(store) == live
         assert store.list_versions("calc") == versions
         assert store.get_request("r2") == request
         assert store.current_version("calc") == "v2"
         assert store.last_position() == 8
         assert store.append_events([event(id="later")])[0].position == 9
-        assert store.integrity_check() == "ok"
+        if engine == "sqlite":
+            assert store.integrity_check() == "ok"
 
 
-def test_a_qualified_identity_keeps_its_module_and_name_apart(store: Store, enhancement) -> None:
+def test_a_qualified_identity_keeps_its_module_and_name_apart(store: BaseStore, enhancement) -> None:
     store.append_events([enhancement("mypkg.text.first", 1, module="mypkg.text"),
                          enhancement("other.first", 1, module="other"), enhancement("first", 1)])
     for identity, module in (("mypkg.text.first", "mypkg.text"), ("other.first", "other"), ("first", "")):

@@ -3,16 +3,14 @@ reopening and by a rebuild of the projections."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from poet_grpc.core.errors import QuotaExceeded
 from poet_grpc.core.quotas import Quotas, check
-from poet_grpc.store import Store
+from poet_grpc.store import BaseStore
 
 
-def test_usage_is_charged_per_caller_and_function(store: Store) -> None:
+def test_usage_is_charged_per_caller_and_function(store: BaseStore) -> None:
     assert store.quota_usage("id:a", "f") == (0, 0, 0)
     with store.atomic():
         store.charge_quota("id:a", "f", created_function=True, size=100)
@@ -24,7 +22,7 @@ def test_usage_is_charged_per_caller_and_function(store: Store) -> None:
     assert store.quota_usage("id:b", "f") == (0, 1, 1)
 
 
-def test_a_rolled_back_charge_leaves_no_trace(store: Store) -> None:
+def test_a_rolled_back_charge_leaves_no_trace(store: BaseStore) -> None:
     with pytest.raises(RuntimeError):
         with store.atomic():
             store.charge_quota("id:a", "f", created_function=True, size=100)
@@ -32,20 +30,20 @@ def test_a_rolled_back_charge_leaves_no_trace(store: Store) -> None:
     assert store.quota_usage("id:a", "f") == (0, 0, 0)
 
 
-def test_usage_and_reviews_survive_reopening_and_a_rebuild(db_path: Path, enhancement) -> None:
-    with Store(db_path) as store:
+def test_usage_and_reviews_survive_reopening_and_a_rebuild(open_store, enhancement) -> None:
+    with open_store() as store:
         with store.atomic():
             store.append_events([enhancement("f", 1)])
             store.charge_quota("id:a", "f", created_function=True, size=10)
         store.record_feedback_review("fb-1", 1000.0)
         store.record_feedback_review("fb-1", 2000.0)  # again: no error
-    with Store(db_path) as store:
+    with open_store() as store:
         store.rebuild_projections()
         assert store.quota_usage("id:a", "f") == (1, 1, 10)
         assert store.feedback_reviewed("fb-1") and not store.feedback_reviewed("fb-2")
 
 
-def test_check_lists_every_limit_passed(store: Store, enhancement) -> None:
+def test_check_lists_every_limit_passed(store: BaseStore, enhancement) -> None:
     with store.atomic():
         store.charge_quota("id:a", "f", created_function=True, size=90)
     limits = Quotas(functions=1, versions_per_function=1, bytes=100)
