@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import secrets
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
