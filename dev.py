@@ -2,8 +2,9 @@
 
     python3 dev.py serve [ARGS]   set up, then run `poet-grpc serve ARGS` (gRPC :50051, REST :8080)
     python3 dev.py test [ARGS]    set up, then run every check: generated files fresh, OpenAPI valid, buf lint, pytest ARGS
-                                  (as root on Debian, also installs chromium for the browser tests
-                                  and postgresql for the PostgreSQL tests)
+                                  (without ARGS: the whole suite, then the integration and gateway suites
+                                  again on PostgreSQL; as root on Debian, also installs chromium for the
+                                  browser tests and postgresql for the PostgreSQL tests)
     python3 dev.py setup          only set up
 
 Setting up creates .venv/ and installs the project with its dev extras into it
@@ -118,7 +119,15 @@ def test(args: list[str]) -> None:
     step("buf lint")
     run(ROOT / "node_modules" / ".bin" / "buf", "lint")
     step("pytest")
-    os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *args])
+    if args:
+        os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *args])
+    run(BIN / "python", "-m", "pytest")
+    # The suites that run the server, again on PostgreSQL (tests/postgres_support.py).
+    step("pytest on PostgreSQL: the integration and gateway suites (POET_TEST_DB=postgresql)")
+    # (The two PostgreSQL-only modules ran in the first pass already.)
+    run(BIN / "python", "-m", "pytest", "tests/integration", "tests/gateway",
+        "--ignore=tests/integration/test_postgres_server.py", "--ignore=tests/integration/test_postgres_outage.py",
+        env={**os.environ, "POET_TEST_DB": "postgresql"})
 
 
 def serve(args: list[str]) -> None:

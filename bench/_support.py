@@ -36,12 +36,14 @@ class Server:
     benchmark client and the server do not share an event loop or a GIL."""
 
     def __init__(self, workdir: Path, *, gateway: bool = False, env: dict[str, str] | None = None,
-                 cwd: Path | None = None):
+                 cwd: Path | None = None, db: str | None = None):
         """env: extra environment variables for the server (e.g. POET_* settings);
-        cwd: its working directory (`python -m` imports from there first)."""
+        cwd: its working directory (`python -m` imports from there first);
+        db: what --db gets (e.g. a postgresql:// URL) instead of workdir/bench.db."""
         self.address = f"127.0.0.1:{free_port()}"
         self.http_port = free_port() if gateway else None
-        command = [sys.executable, "-m", "poet_grpc", "serve", "--grpc-listen", self.address, "--db", str(workdir / "bench.db")]
+        db = db or str(workdir / "bench.db")
+        command = [sys.executable, "-m", "poet_grpc", "serve", "--grpc-listen", self.address, "--db", db]
         command += ["--http-listen", f"127.0.0.1:{self.http_port}"] if gateway else ["--no-gateway"]
         env = {**os.environ, "POET_LOG_LEVEL": "WARNING", "POET_SHUTDOWN_GRACE_SECONDS": "2", "POET_SHUTDOWN_DRAIN_SECONDS": "0", **(env or {})}
         self.process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

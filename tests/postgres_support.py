@@ -76,13 +76,14 @@ class PostgresServer:
             os.chown(self.root, *self._user)
 
     def _run(self, *command: str) -> None:
-        def demote() -> None:
-            if self._user:
-                os.setgid(self._user[1])
-                os.setuid(self._user[0])
-
-        done = subprocess.run([str(self._bin / command[0]), *command[1:]], preexec_fn=demote, cwd=self.root,
-                              capture_output=True, text=True)
+        # Started with posix_spawn (no cwd, user or preexec_fn of subprocess's own, and
+        # close_fds=False): a fork would run gRPC's fork handlers in the child, which can
+        # crash it while the test process serves gRPC. setpriv drops root, env -C sets
+        # the working directory (postgres must be able to read it).
+        demote = [shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={self._user[0]}", f"--regid={self._user[1]}", "--clear-groups"] \
+            if self._user else []
+        done = subprocess.run([*demote, shutil.which("env") or "/usr/bin/env", "-C", str(self.root), str(self._bin / command[0]), *command[1:]],
+                              capture_output=True, text=True, close_fds=False)
         if done.returncode:
             raise RuntimeError(f"{command[0]} failed ({done.returncode}): {done.stdout}{done.stderr}")
 
@@ -102,6 +103,17 @@ class PostgresServer:
             except RuntimeError:
                 if attempt == 2:
                     raise RuntimeError(f"PostgreSQL did not start: {self.log()}") from None
+
+    def halt(self) -> None:
+        """Stop the server at once (immediate shutdown: clients lose their connections), keeping its data."""
+        self._run("pg_ctl", "stop", "-m", "immediate", "-w", "-D", str(self.data))
+
+    def restart(self) -> None:
+        """Start a halted server again, on the same port."""
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
+                   "-c full_page_writes=off -c max_connections=200")
+        self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.root / "log"),
+                  "-o", options)
 
     def log(self) -> str:
         try:

@@ -74,6 +74,7 @@ class Core:
             metrics=metrics,
         )
         await events.start()
+        events.follow()  # other replicas' appends (PostgreSQL); nothing on SQLite
         learning.start()
         core.integrations.start()
         core.retention = Retention(

@@ -1,8 +1,14 @@
 """A log consumer with a durable position: the learning loop, the integrations' sinks
-and inbound mappings all read the log this way."""
+and inbound mappings all read the log this way.
+
+A consumer runs on one process of its database at a time: it first takes the
+database's lease of its name (at once on SQLite; on PostgreSQL, when no other
+replica holds it). When the lease is lost (its session failed) the consumer stops
+and waits to hold it again; whoever holds it next resumes from the durable position."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Awaitable, Callable
@@ -21,6 +27,49 @@ SAVE_SECONDS = 1.0
 async def consume(db: Database, router: EventRouter, name: str, handle: Callable[[EventRecord], Awaitable[bool]],
                   *, checkpoint_seconds: float = 5.0, wants: Callable[[EventRecord], bool] | None = None,
                   after_batch: Callable[[], Awaitable[None]] | None = None, metrics: Metrics | None = None) -> None:
+    """_consume (below) while holding the lease of name; again each time the lease is
+    regained, and after a failure (e.g. the database unreachable), with backoff."""
+    failures = 0
+    while True:
+        lost = await db.leases.acquire(name)
+        if metrics is not None:
+            metrics.consumer_lease(name, True)
+        run = asyncio.ensure_future(_consume(db, router, name, handle, checkpoint_seconds=checkpoint_seconds,
+                                             wants=wants, after_batch=after_batch, metrics=metrics))
+        watch = asyncio.ensure_future(lost.wait())
+        started = time.monotonic()
+        failure: Exception | None = None
+        try:
+            await asyncio.wait({run, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            if not run.done():
+                run.cancel()
+            try:
+                await run
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - reported below, then tried again
+                failure = exc
+            finally:
+                if metrics is not None:
+                    metrics.consumer_lease(name, False)
+                if not lost.is_set():
+                    await asyncio.shield(db.leases.release(name))
+        if failure is not None:
+            failures = 1 if time.monotonic() - started > 60 else failures + 1
+            delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+            log.warning("consumer %s stopped (%s); starting again in %.1f s", name, failure, delay)
+            await asyncio.sleep(delay)
+        elif lost.is_set():
+            log.warning("consumer %s: lease lost; stopped until it is held again", name)
+        else:
+            return  # the router closed
+
+
+async def _consume(db: Database, router: EventRouter, name: str, handle: Callable[[EventRecord], Awaitable[bool]],
+                   *, checkpoint_seconds: float, wants: Callable[[EventRecord], bool] | None,
+                   after_batch: Callable[[], Awaitable[None]] | None, metrics: Metrics | None) -> None:
     """Feed every event after the consumer's saved position to handle, in log order
     (only those `wants` accepts, when given: the others are passed over cheaply).
     after_batch, when given, runs after each batch of events (before the position

@@ -15,6 +15,15 @@ its write, so an acknowledged write is durable (with synchronous=FULL).
 The store thread takes the next group as soon as a commit ends, without a round
 trip through the event loop (which may be busy serving calls): the loop only
 hears about finished work.
+
+On PostgreSQL, where several replicas may share the database, a Database also
+carries what they coordinate with (store/_replicas.py): `leases`, so that each log
+consumer runs on one replica at a time, and `log_changes`, wakeups when another
+replica appends and a second connection (its own thread) to read its events with.
+On SQLite the leases are granted at once and there are no other writers to hear of.
+
+A database that cannot serve a call (store.StoreUnavailable: unreachable,
+restarting) is reported to callers as Unavailable, with the store's retry delay.
 """
 
 from __future__ import annotations
@@ -23,12 +32,14 @@ import asyncio
 import logging
 import queue
 import threading
-from typing import Any, Callable, TypeVar
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Protocol, TypeVar
 
 from poet_grpc.config import is_postgres_url
+from poet_grpc.core.errors import Unavailable
 from poet_grpc.core.paging import PageTokens
 from poet_grpc.core.models import EventRecord
-from poet_grpc.store import BaseStore, Store
+from poet_grpc.store import BaseStore, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,8 +61,45 @@ class _Work:
         self.write = write
 
 
+class Leases(Protocol):
+    """One holder at a time of each named lease, across the processes of a database."""
+
+    async def acquire(self, name: str) -> asyncio.Event:
+        """Wait until this process holds the lease; the event is set if it is lost."""
+
+    async def release(self, name: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalLeases:
+    """One process alone on its database (SQLite): every lease is granted at once."""
+
+    async def acquire(self, name: str) -> asyncio.Event:
+        return asyncio.Event()
+
+    async def release(self, name: str) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class LogChanges:
+    """How a process hears of other processes' appends (see EventRouter.follow)."""
+
+    reader: "Database"
+    """A second connection to read them with, so reads do not queue behind writes."""
+    wakeups: Callable[[], AsyncIterator[int | None]]
+    """Yields whenever the log may have grown: the last position appended, or None (unknown)."""
+
+
 class Database:
-    def __init__(self, store: BaseStore):
+    def __init__(self, store: BaseStore, *, leases: Leases | None = None, log_changes: LogChanges | None = None):
+        self.leases: Leases = leases or LocalLeases()
+        self.log_changes = log_changes
+        """None when this process is the only writer (SQLite)."""
         self._store = store
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._committed: list[Callable[[list[EventRecord], list[int]], None]] = []
@@ -68,9 +116,19 @@ class Database:
         (synchronous: its mode). clock: the store's clock of append times (tests)."""
         extra = {} if clock is None else {"clock": clock}
         if is_postgres_url(db):
-            from poet_grpc.store import PostgresStore  # psycopg only when used
+            # psycopg only when used
+            from poet_grpc.store import PostgresStore
+            from poet_grpc.store._replicas import PostgresLeases, log_wakeups
 
-            store = await asyncio.to_thread(PostgresStore, str(db), **extra)
+            url = str(db)
+            store = await asyncio.to_thread(PostgresStore, url, **extra)
+            try:
+                reader = cls(await asyncio.to_thread(PostgresStore, url, application_name="poet-reader", **extra))
+            except BaseException:
+                store.close()
+                raise
+            return cls(store, leases=PostgresLeases(url),
+                       log_changes=LogChanges(reader, lambda: log_wakeups(url)))
         else:
             store = await asyncio.to_thread(Store, db, synchronous=synchronous, **extra)
         return cls(store)
@@ -106,6 +164,9 @@ class Database:
         self._closed = True
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
+        await self.leases.close()
+        if self.log_changes is not None:
+            await self.log_changes.reader.close()
 
     # -- the store thread ----------------------------------------------------
 
@@ -164,10 +225,18 @@ class Database:
                 except Exception:  # noqa: BLE001 - the commit stands; answer its callers
                     log.exception("commit listener failed")
         for work, (ok, result) in zip(group, outcomes):
-            _settle(work.future, ok, result)
+            _settle(work.future, ok, result if ok else _as_exception(result))
 
 
 def _as_exception(exc: BaseException) -> Exception:
+    if isinstance(exc, StoreUnavailable):
+        # The driver's words (hosts, ports) stay in the server log.
+        log.debug("store unavailable: %s", exc)
+        unavailable = Unavailable("the database cannot serve this call now; retry shortly (a write that was "
+                                  "cut off may have been stored: retry it with the same request_id or event ids)",
+                                  retry_after=max(0.25, exc.retry_after), reason="STORE_UNAVAILABLE")
+        unavailable.__cause__ = exc
+        return unavailable
     return exc if isinstance(exc, Exception) else RuntimeError(f"store call interrupted: {exc!r}")
 
 

@@ -8,6 +8,16 @@ process committed most recently, in position order), so a hundred subscribers
 cost no SQLite reads. A subscriber that falls behind the tail (slow, or far
 back) reads the log again until it catches up: no per-subscriber queue, so a
 slow subscriber costs no memory and loses nothing.
+
+Replicas (PostgreSQL): other processes append to the same log. A router that
+follows it (follow(), when the database has log_changes) extends its tail only
+from the log itself, in position order: a follower task, woken by the database's
+notifications, reads what others appended and adds it, and this process's own
+commits are added directly only when they continue the tail. Every replica's tail
+is therefore the same run of the one global log, and a subscriber waits at the
+tail's end for the follower instead of reading the log itself. The log's order
+makes this safe: commits are serialised in position order (store/_postgres.py),
+so a read never sees a position while an earlier one is still to appear.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, TypeVar
 
 from poet_grpc.core.db import Database
-from poet_grpc.core.errors import OutOfRange
+from poet_grpc.core.errors import OutOfRange, Unavailable
 from poet_grpc.core.models import AppendResult, EventFilter, EventRecord
 from poet_grpc.core.paging import page_size
 from poet_grpc.core.principal import principal_metadata
@@ -110,6 +120,9 @@ class EventRouter:
         """The last committed position this process knows of."""
         self._log_start = 1
         """The first position retention has kept (as far as this process knows)."""
+        self._behind = asyncio.Event()
+        """Set when the log may hold events past the tail (for the follower)."""
+        self._following: list[asyncio.Task] = []
         db.on_commit(self._on_commit)
         self._metrics.watch_log(lambda: (self._log_start, self._last))
 
@@ -183,6 +196,55 @@ class EventRouter:
             if not self._tail:
                 self._tail_first = self._last + 1
 
+    def follow(self) -> None:
+        """Follow other processes' appends (when the database has log_changes): the
+        tail then grows from the log in position order (see the module's docstring)."""
+        changes = self._db.log_changes
+        if changes is None or self._following:
+            return
+        loop = asyncio.get_running_loop()
+        self._following = [loop.create_task(self._hear(changes.wakeups), name="poet-log-wakeups"),
+                           loop.create_task(self._follow(changes.reader), name="poet-log-follower")]
+
+    async def _hear(self, wakeups) -> None:
+        while not self._closed:
+            try:
+                async for last in wakeups():
+                    # None: unknown, look. A position the tail has reached (this
+                    # process's own commit, usually) needs no read.
+                    if last is None or last >= self._tail_first + len(self._tail):
+                        self._behind.set()
+            except Exception:  # noqa: BLE001 - listen again; the follower polls meanwhile
+                log.exception("listening for other processes' appends failed")
+                self._behind.set()
+                await asyncio.sleep(1.0)
+
+    async def _follow(self, reader: Database) -> None:
+        """Add what the log holds past the tail to the tail, whenever woken."""
+        await self.start()
+        failures = 0
+        while not self._closed:
+            await self._behind.wait()
+            self._behind.clear()
+            try:
+                while True:
+                    after = self._tail_first + len(self._tail) - 1
+                    found, considered = await reader.call(
+                        lambda store, at=after: store.read_log(at, self._read_batch))
+                    if found:
+                        self._extend_tail([event for event, _ in found], [size for _, size in found])
+                    if found or considered > self._last:
+                        self._last = max(self._last, considered)
+                        self._notify()
+                    if len(found) < self._read_batch:
+                        break
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - e.g. the database is unreachable: try again
+                failures += 1
+                log.warning("following the log failed (%s); retrying", exc)
+                self._behind.set()
+                await asyncio.sleep(min(5.0, 0.25 * 2 ** min(failures, 5)))
+
     async def subscribe(
         self, flt: EventFilter, *, after_position: int = 0, live_only: bool = False, checkpoint_seconds: float = 10.0
     ) -> AsyncIterator[EventRecord | Checkpoint]:
@@ -217,6 +279,13 @@ class EventRouter:
             if after_position > self._last:
                 raise _beyond_end(after_position, self._last)
         position = after_position
+        if self._following and not live_only:
+            # Others may have appended what this process has not heard of yet: learn
+            # the log's end now, so the stream is not told it caught up before it.
+            last = await self._db.call(lambda store: store.last_position())
+            if last > self._last:
+                self._last = last
+                self._behind.set()
         if live_only:
             position = max(self._last, await self._db.call(lambda store: store.last_position()))
         match = matcher(flt)
@@ -228,8 +297,8 @@ class EventRouter:
                 if position or after_position:
                     raise _expired(position, self._log_start)
                 position = self._log_start - 1  # 0: from the start of what is kept
-            if position < self._last:
-                index = position + 1 - self._tail_first
+            index = position + 1 - self._tail_first
+            if position < self._last and not (self._following and index >= len(self._tail)):
                 if 0 <= index < len(self._tail):
                     # Live: from the in-memory tail (shared by every subscriber).
                     chunk = self._tail[index:index + self._read_batch]
@@ -237,7 +306,7 @@ class EventRouter:
                     events = [event for event in chunk if match(event)]
                 else:
                     # Behind the tail: read the log.
-                    events, considered, start = await self._db.call(
+                    events, considered, start = await self._read_while_open(
                         lambda store, at=position: (*store.read_events(at, flt, self._read_batch), store.log_start())
                     )
                     if position and position + 1 < start:
@@ -251,7 +320,7 @@ class EventRouter:
                     checkpointed = time.monotonic()
                     yield Checkpoint(position, caught_up=position >= self._last)
                 continue
-            if not announced:
+            if not announced and position >= self._last:
                 announced = True
                 checkpointed = time.monotonic()
                 yield Checkpoint(position, caught_up=True)
@@ -260,15 +329,32 @@ class EventRouter:
                     await changed.wait()
             except TimeoutError:
                 # Idle: also look at the store, in case something was appended
-                # outside the group commit (it is then read from the log).
-                self._last = max(self._last, await self._db.call(lambda store: store.last_position()))
+                # outside the group commit (it is then read from the log; when
+                # following, the follower adds it to the tail).
+                last = await self._read_while_open(lambda store: store.last_position())
+                if last > self._last:
+                    self._last = last
+                    self._behind.set()
                 if position >= self._last:
                     checkpointed = time.monotonic()
                     yield Checkpoint(position, caught_up=True)
 
+    async def _read_while_open(self, read: Callable[[Store], T]) -> T:
+        """read on the store for a stream that has begun: while the database is away
+        (Unavailable) the stream waits for it, sending nothing, rather than ending."""
+        while True:
+            try:
+                return await self._db.call(read)
+            except Unavailable as exc:
+                if self._closed:
+                    raise
+                await asyncio.sleep(min(exc.retry_after, 1.0))
+
     def close(self) -> None:
-        """End every stream (at shutdown)."""
+        """End every stream (at shutdown), and stop following the log."""
         self._closed = True
+        for task in self._following:
+            task.cancel()
         self._notify()
 
     def forget_before(self, log_start: int) -> None:
@@ -285,12 +371,43 @@ class EventRouter:
 
     def _on_commit(self, events: list[EventRecord], sizes: list[int]) -> None:
         """A group committed these events (in position order): extend the tail."""
+        self._metrics.events_appended.inc(len(events))
+        if self._following:
+            # Only a continuation of the tail is added here; anything else (another
+            # replica appended in between) the follower reads from the log.
+            self._extend_tail(events, sizes)
+            if events[-1].position > self._last:
+                self._last = events[-1].position
+                self._behind.set()
+            self._notify()
+            return
         first = events[0].position
         if first != self._tail_first + len(self._tail):
             # Not contiguous with the tail (e.g. before start()): begin a new tail;
             # subscribers behind it read the log.
             self._tail, self._tail_sizes, self._tail_bytes = [], [], 0
             self._tail_first = first
+        self._add_to_tail(events, sizes)
+        self._last = max(self._last, events[-1].position)
+        self._notify()
+
+    def _extend_tail(self, events: list[EventRecord], sizes: list[int]) -> None:
+        """Add the events that continue the tail (the log's next positions, in order);
+        those already in it are passed over, and nothing is added past a gap."""
+        end = self._tail_first + len(self._tail) - 1
+        skip = 0
+        while skip < len(events) and events[skip].position <= end:
+            skip += 1
+        if skip == len(events):
+            return
+        if events[skip].position != end + 1 and self._tail:
+            return  # not a continuation: left for the follower
+        if not self._tail:
+            self._tail_first = events[skip].position
+        self._add_to_tail(events[skip:], sizes[skip:])
+        self._last = max(self._last, events[-1].position)
+
+    def _add_to_tail(self, events: list[EventRecord], sizes: list[int]) -> None:
         self._tail.extend(events)
         self._tail_sizes.extend(sizes)
         self._tail_bytes += sum(sizes)
@@ -303,9 +420,6 @@ class EventRouter:
                 kept_bytes -= self._tail_sizes[drop]
                 drop += 1
             self._drop_tail(drop)
-        self._last = max(self._last, events[-1].position)
-        self._metrics.events_appended.inc(len(events))
-        self._notify()
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()

@@ -88,6 +88,10 @@ class LearningLoop:
                 return new
             new = await self._review(name, str(p.get("version") or ""), feedback)
             if new is None:
+                # Another replica may have reviewed it meanwhile (the lock above is this
+                # process's) and made the version this review then could not store.
+                _, new = await self._db.call(lambda store: _verdict(store, feedback.id))
+            if new is None:
                 # A new version is its own record (its causation is the feedback).
                 await self._db.write(lambda store: store.record_feedback_review(feedback.id, time.time()))
             return new

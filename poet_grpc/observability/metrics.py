@@ -109,6 +109,10 @@ class Metrics:
             ["domain"], buckets=GENERATION_BUCKETS, registry=r)
         self.active_enhancements = Gauge(
             "poet_active_enhancements", "Enhancement requests being handled now", registry=r)
+        self.consumer_leases = Gauge(
+            "poet_event_consumer_lease_held",
+            "1 while this process holds the consumer's lease (runs it), else 0: one replica at a time",
+            ["consumer"], registry=r)
 
         # Per RPC, under the names of go-grpc-prometheus, so that its dashboards work.
         self.rpc_started = Counter(
@@ -205,6 +209,12 @@ class Metrics:
     def consumer_position(self, consumer: str, position: int) -> None:
         """A log consumer saved its durable position (its lag is read from this)."""
         self._state.consumers[consumer] = position
+
+    def consumer_lease(self, consumer: str, held: bool) -> None:
+        """The consumer runs here (held) or not: a consumer another replica runs has no lag here."""
+        self.consumer_leases.labels(consumer).set(1 if held else 0)
+        if not held:
+            self._state.consumers.pop(consumer, None)
 
     # -- sinks ---------------------------------------------------------------
 

@@ -2,11 +2,11 @@
 the embedded default) or in a PostgreSQL database (PostgresStore, for several
 replicas). Both have the same interface (BaseStore); the core is written against it."""
 
-from ._errors import StoreError
+from ._errors import StoreError, StoreUnavailable
 from ._sqlite import Store
 from ._store import BaseStore, StoredRequest
 
-__all__ = ["BaseStore", "PostgresStore", "Store", "StoreError", "StoredRequest"]
+__all__ = ["BaseStore", "PostgresStore", "Store", "StoreError", "StoreUnavailable", "StoredRequest"]
 
 
 def __getattr__(name: str):

@@ -112,7 +112,7 @@ def _store_call(method):
             with self._session():
                 return method(self, *args, **kwargs)
         except self._driver_errors as exc:
-            raise StoreError(f"{method.__name__}: {exc}") from exc
+            raise self._store_error(method.__name__, exc) from exc
 
     return wrapper
 
@@ -125,6 +125,10 @@ class BaseStore:
     connection. Every public method is one engine call (`_store_call`)."""
 
     _driver_errors: tuple[type[Exception], ...] = ()
+    _release_savepoints = True
+    """Release a nested block's savepoint when it succeeds. Not needed for correctness
+    (a later savepoint of the same name shadows it; the commit ends them all), only
+    for the engine's bookkeeping: PostgreSQL keeps them, saving a round trip each."""
     _sql: Sql
     """The connection, as shared code uses it (valid inside a session)."""
 
@@ -134,12 +138,20 @@ class BaseStore:
         self._appended: list[tuple[EventRecord, int]] | None = None  # (event, bytes), by run_group
         self._schema_version = 0
         self._page_token_key = b""
+        self._last_appended: int | None = None
+        """The log's last position as this transaction left it (None: read it), so
+        appends after the first in a transaction need not ask."""
 
     # -- what an engine provides --------------------------------------------
 
     def _session(self) -> AbstractContextManager:
         """Hold a connection for the duration of one call (nested calls share it)."""
         return _NO_SESSION
+
+    def _store_error(self, context: str, exc: Exception) -> StoreError:
+        """The StoreError a driver error is reported as (StoreUnavailable when the
+        database may serve the same call later)."""
+        return StoreError(f"{context}: {exc}")
 
     def _begin(self) -> None:
         """Open the outermost write transaction, holding the database's write lock."""
@@ -158,6 +170,10 @@ class BaseStore:
     def _unsynced_commit(self) -> AbstractContextManager:
         """Commit the next transaction without waiting for it to reach the disk."""
         return _NO_SESSION
+
+    def _announce(self, last_position: int) -> None:
+        """This transaction appended events up to last_position: tell other processes
+        once it commits (PostgreSQL: NOTIFY). One process (SQLite) has nobody to tell."""
 
     def close(self) -> None:
         raise NotImplementedError
@@ -202,16 +218,19 @@ class BaseStore:
             try:
                 yield self
             except BaseException:
+                self._last_appended = None  # what it appended is undone
                 if self._in_transaction():  # an error may have ended it already
                     self._exec(f"ROLLBACK TO {savepoint}")
                     self._exec(f"RELEASE {savepoint}")
                 raise
             else:
-                self._exec(f"RELEASE {savepoint}")
+                if self._release_savepoints:
+                    self._exec(f"RELEASE {savepoint}")
             finally:
                 self._depth -= 1
             return
         with self._session():
+            self._last_appended = None
             self._begin()
             self._depth = 1
             try:
@@ -223,12 +242,13 @@ class BaseStore:
                 raise
             finally:
                 self._depth = 0
+                self._last_appended = None
 
     def _exec(self, sql: str) -> None:
         try:
             self._sql.execute(sql)
         except self._driver_errors as exc:
-            raise StoreError(f"{sql}: {exc}") from exc
+            raise self._store_error(sql, exc) from exc
 
     # -- the log -----------------------------------------------------------
 
@@ -251,7 +271,9 @@ class BaseStore:
             # per batch: gap-free, a rolled-back insert frees its positions, and
             # commit order is position order.
             sql = self._sql
-            position = sql.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
+            position = self._last_appended
+            if position is None:
+                position = sql.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0]
             known: dict[str, int] = {}  # id -> position, of the ids already logged
             for start in range(0, len(events), 500):
                 ids = [event.id for event in events[start:start + 500]]
@@ -282,6 +304,10 @@ class BaseStore:
                     _projector.apply(sql, record)
             if self._appended is not None:
                 self._appended.extend(stored)
+            if stored:
+                self._announce(position)
+        # Outside the block above: had it failed, its rollback would have cleared this.
+        self._last_appended = position
         return results
 
     def run_group(
@@ -297,6 +323,17 @@ class BaseStore:
         """
         outcomes: list[tuple[bool, Any]] = []
         self._appended = appended = []
+        if len(transactions) == 1:
+            # Alone: the transaction itself, without a savepoint (round trips saved);
+            # its failure undoes only its own work all the same.
+            try:
+                with self.atomic():
+                    outcomes.append((True, transactions[0](self)))
+            except Exception as exc:  # noqa: BLE001 - delivered to its caller
+                return [(False, exc)], []
+            finally:
+                self._appended = None
+            return outcomes, appended
         try:
             with self.atomic():
                 for transaction in transactions:
@@ -329,6 +366,20 @@ class BaseStore:
         self, after_position: int, flt: EventFilter, limit: int
     ) -> tuple[list[EventRecord], int]:
         """Matching events after `after_position`, and the highest position considered."""
+        rows, considered = self._read_rows(after_position, flt, limit)
+        return _events_from_rows(rows), considered
+
+    @_store_call
+    def read_log(self, after_position: int, limit: int) -> tuple[list[tuple[EventRecord, int]], int]:
+        """The whole log after `after_position` (up to limit events) as (event, stored
+        size in bytes), the sizes run_group reports, and the highest position considered."""
+        rows, considered = self._read_rows(after_position, EventFilter(), limit)
+        # The sizes from the stored text, as _Encoder.row counts them.
+        sizes = [len(row[8]) + len(row[9]) + len(row[1]) + len(row[2]) for row in rows]
+        return list(zip(_events_from_rows(rows), sizes)), considered
+
+    def _read_rows(self, after_position: int, flt: EventFilter, limit: int) -> tuple[list, int]:
+        """read_events' rows (not yet decoded) and the highest position considered."""
         if limit <= 0:
             raise ValueError(f"limit must be positive, not {limit}")
         # Bound the read by the last position taken first: events appended meanwhile
@@ -365,10 +416,9 @@ class BaseStore:
             "ORDER BY position LIMIT ?",
             (*params, limit),
         ).fetchall()
-        events = [_event_from_row(row) for row in rows]
-        considered = events[-1].position if len(events) == limit else last
+        considered = rows[-1][0] if len(rows) == limit else last
         # A caller resuming past the end (nothing to consider) keeps its position.
-        return events, max(considered, after_position)
+        return rows, max(considered, after_position)
 
     @_store_call
     def last_position(self) -> int:
@@ -644,7 +694,19 @@ class BaseStore:
         return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
 
 
-def _event_from_row(row: Sequence[Any]) -> EventRecord:
+def _events_from_rows(rows: Sequence[Sequence[Any]]) -> list[EventRecord]:
+    """_event_from_row of each; events of one batch share their metadata text, which
+    is decoded once (each event still gets its own dict)."""
+    events = []
+    text, decoded = None, {}
+    for row in rows:
+        if row[9] != text:
+            text, decoded = row[9], json.loads(row[9])
+        events.append(_event_from_row(row, dict(decoded)))
+    return events
+
+
+def _event_from_row(row: Sequence[Any], decoded_metadata: dict[str, Any] | None = None) -> EventRecord:
     (position, id_, type_, source, timestamp, function_name,
      correlation_id, causation_id, payload, metadata) = row
     return EventRecord(
@@ -655,7 +717,7 @@ def _event_from_row(row: Sequence[Any]) -> EventRecord:
         payload=json.loads(payload),
         correlation_id=correlation_id,
         causation_id=causation_id,
-        metadata=json.loads(metadata),
+        metadata=json.loads(metadata) if decoded_metadata is None else decoded_metadata,
         function_name=function_name,
         position=position,
     )

@@ -1,9 +1,12 @@
-"""A real grpc.aio server with a small test servicer, and a real Envoy in front of it."""
+"""A real grpc.aio server with a small test servicer, and a real Envoy in front of it;
+and the real service (gateway_support) with its database: a SQLite file, or with
+POET_TEST_DB=postgresql a fresh database of the tests' PostgreSQL server."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from pathlib import Path
+from typing import AsyncIterator, Callable, Iterator
 
 import grpc
 import httpx
@@ -22,6 +25,7 @@ from poet_grpc._gen.poet.v1 import (
 from poet_grpc.api.gateway import EnvoyGateway
 
 from gateway_support import RealService, start_real_service, stop_real_service
+from postgres_support import on_postgres
 
 
 def _any(message) -> any_pb2.Any:
@@ -129,10 +133,38 @@ def base_url(gateway: EnvoyGateway) -> str:
 
 # -- the real service: create_server() (store, core, interceptors) behind a real Envoy --
 
+@pytest.fixture
+def database(tmp_path, request) -> str | Path:
+    """The database of a test's own real service or `poet-grpc serve`: tmp_path/poet.db,
+    or with POET_TEST_DB=postgresql a fresh PostgreSQL database (`postgres_url`)."""
+    return request.getfixturevalue("postgres_url") if on_postgres() else tmp_path / "poet.db"
+
+
+@pytest.fixture(scope="module")
+def new_database(tmp_path_factory, request) -> Iterator[Callable[[], str | Path]]:
+    """For a module's shared real service: new_database() is a database of its own, a
+    SQLite file, or with POET_TEST_DB=postgresql a fresh PostgreSQL database that is
+    dropped once the module's tests are done (`postgres_url` is one test's only)."""
+    server = request.getfixturevalue("postgres_server") if on_postgres() else None
+    created: list[str] = []
+
+    def new() -> str | Path:
+        if server is None:
+            return tmp_path_factory.mktemp("db") / "poet.db"
+        created.append(server.create_database())
+        return server.url(created[-1])
+
+    try:
+        yield new
+    finally:
+        for name in created:
+            server.drop_database(name)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def real_service(tmp_path_factory) -> AsyncIterator[RealService]:
+async def real_service(new_database) -> AsyncIterator[RealService]:
     """Shared by a module's tests: idle streams get a checkpoint every 0.3 s."""
-    service = await start_real_service(tmp_path_factory.mktemp("real"), checkpoint_seconds=0.3)
+    service = await start_real_service(new_database(), checkpoint_seconds=0.3)
     yield service
     await stop_real_service(service)
 

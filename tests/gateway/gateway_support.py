@@ -1,6 +1,10 @@
 """The real service for gateway tests: create_server() (store, core, interceptors)
 behind a real Envoy and its HTTP side; and a Server-Sent Events reader.
-(A module of its own: two conftest.py files share one name.)"""
+(A module of its own: two conftest.py files share one name.)
+
+Its database comes from the fixtures of tests/gateway/conftest.py (`database` for
+one test, `new_database` for a module's shared service): a SQLite file, or with
+POET_TEST_DB=postgresql a fresh database of the tests' PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Callable
 import httpx
 
 from poet_grpc.api.gateway import EnvoyGateway
+from postgres_support import on_postgres
 
 
 class RealService:
@@ -25,13 +30,17 @@ class RealService:
         self.url = f"http://127.0.0.1:{gateway.http_port}"
 
 
-async def start_real_service(tmp_path, **overrides) -> RealService:
-    """As `poet-grpc serve` runs it: the gateway gets the core's metrics and the
-    settings' CORS origins."""
+async def start_real_service(db, **overrides) -> RealService:
+    """As `poet-grpc serve` runs it, on db (a SQLite file or a postgresql:// URL, from
+    the `database` or `new_database` fixture): the gateway gets the core's metrics and
+    the settings' CORS origins."""
     from poet_grpc.config import Settings, parse_cors_origins
     from poet_grpc.api.server import create_server
 
-    values = dict(grpc_listen="127.0.0.1:0", gateway=False, db=tmp_path / "poet.db", checkpoint_seconds=30.0)
+    if on_postgres() and not str(db).startswith("postgresql://"):
+        raise AssertionError(f"POET_TEST_DB=postgresql: the real service needs a PostgreSQL database, not {db}"
+                             " (the `database` or `new_database` fixture)")
+    values = dict(grpc_listen="127.0.0.1:0", gateway=False, db=db, checkpoint_seconds=30.0)
     values.update(overrides)
     settings = Settings(**values)
     server, port = await create_server(settings)

@@ -27,9 +27,9 @@ def pages():
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def service(tmp_path_factory, pages):
+async def service(new_database, pages):
     # Pages on http://127.0.0.1:PORT may call the API; the same page as http://localhost:PORT may not.
-    service = await start_real_service(tmp_path_factory.mktemp("browser"),
+    service = await start_real_service(new_database(),
                                        cors_origins=f"http://127.0.0.1:{pages.port}", checkpoint_seconds=0.5)
     yield service
     await stop_real_service(service)

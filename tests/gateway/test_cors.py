@@ -72,8 +72,8 @@ async def test_without_origins_the_config_has_no_policy(tmp_path) -> None:
 # -- a real gateway ------------------------------------------------------------------------
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def service(tmp_path_factory):
-    service = await start_real_service(tmp_path_factory.mktemp("cors"), cors_origins=f"{APP}, {OTHER}",
+async def service(new_database):
+    service = await start_real_service(new_database(), cors_origins=f"{APP}, {OTHER}",
                                        checkpoint_seconds=0.3)
     yield service
     await stop_real_service(service)

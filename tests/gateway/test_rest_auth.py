@@ -28,9 +28,10 @@ def credentials(tmp_path_factory):
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def service(tmp_path_factory, credentials):
+async def service(tmp_path_factory, new_database, credentials):
     folder = tmp_path_factory.mktemp("rest-auth")
-    service = await start_real_service(folder, auth_file=str(credentials.auth_file), audit_log=str(folder / "audit.log"))
+    service = await start_real_service(new_database(), auth_file=str(credentials.auth_file),
+                                       audit_log=str(folder / "audit.log"))
     service.audit_path = folder / "audit.log"
     yield service
     await stop_real_service(service)

@@ -105,8 +105,8 @@ async def test_the_last_valid_timestamp_reads_back_in_lists_and_streams(client):
     assert status == 200 and frames[0]["event"]["timestamp"] == "9999-12-31T23:59:59.999999999Z"
 
 
-async def test_retention_goes_by_append_time_over_rest(tmp_path):
-    service = await start_real_service(tmp_path)
+async def test_retention_goes_by_append_time_over_rest(database):
+    service = await start_real_service(database)
     try:
         async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
             old = "2001-01-01T00:00:00Z"

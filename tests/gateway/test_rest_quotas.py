@@ -9,8 +9,8 @@ from gateway_support import start_real_service, stop_real_service
 CODE = "def halve(x: float) -> float:\n    return x / 2\n"
 
 
-async def test_over_quota_is_429_with_quota_failure_and_stores_nothing(tmp_path) -> None:
-    service = await start_real_service(tmp_path, quota_functions=1)
+async def test_over_quota_is_429_with_quota_failure_and_stores_nothing(database) -> None:
+    service = await start_real_service(database, quota_functions=1)
     try:
         async with httpx.AsyncClient(base_url=service.url, timeout=30, headers={"x-client-id": "carol"}) as http:
             body = {"function_name": "halve", "original_code": CODE, "request_id": "r-1"}

@@ -171,8 +171,8 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient, payload: bytes) 
     assert _details(body)["ErrorInfo"]["reason"] == "MALFORMED_REQUEST"
 
 
-async def test_rate_limit_is_429_with_retry_info_per_client(tmp_path) -> None:
-    service = await start_real_service(tmp_path, rate_limit_per_second=0.5, rate_limit_burst=2)
+async def test_rate_limit_is_429_with_retry_info_per_client(database) -> None:
+    service = await start_real_service(database, rate_limit_per_second=0.5, rate_limit_burst=2)
     try:
         async with httpx.AsyncClient(base_url=service.url, timeout=10) as http:
             alice = {"x-client-id": "alice"}
@@ -198,8 +198,8 @@ async def test_rate_limit_is_429_with_retry_info_per_client(tmp_path) -> None:
         await stop_real_service(service)
 
 
-async def test_unreachable_server_is_503_with_retry_info_and_readiness_keeps_its_shape(tmp_path) -> None:
-    service = await start_real_service(tmp_path)
+async def test_unreachable_server_is_503_with_retry_info_and_readiness_keeps_its_shape(database) -> None:
+    service = await start_real_service(database)
     try:
         await service.server.stop(grace=0)  # the gRPC server is gone, Envoy still runs
         async with httpx.AsyncClient(base_url=service.url, timeout=10) as http:
@@ -220,8 +220,8 @@ async def test_unreachable_server_is_503_with_retry_info_and_readiness_keeps_its
 
 # -- probes --------------------------------------------------------------------
 
-async def test_readiness_is_503_with_the_failed_check(tmp_path) -> None:
-    service = await start_real_service(tmp_path, readiness_max_rss_bytes=1)
+async def test_readiness_is_503_with_the_failed_check(database) -> None:
+    service = await start_real_service(database, readiness_max_rss_bytes=1)
     try:
         async with httpx.AsyncClient(base_url=service.url, timeout=10) as http:
             ready = await http.get("/health/ready")
@@ -240,8 +240,8 @@ async def test_readiness_is_503_with_the_failed_check(tmp_path) -> None:
         await stop_real_service(service)
 
 
-async def test_readiness_turns_503_when_shutdown_begins(tmp_path) -> None:
-    service = await start_real_service(tmp_path)
+async def test_readiness_turns_503_when_shutdown_begins(database) -> None:
+    service = await start_real_service(database)
     try:
         async with httpx.AsyncClient(base_url=service.url, timeout=10) as http:
             assert (await http.get("/health/ready")).status_code == 200
@@ -259,8 +259,8 @@ async def test_readiness_turns_503_when_shutdown_begins(tmp_path) -> None:
         await stop_real_service(service)
 
 
-async def test_storage_check_fails_when_the_store_does_not_answer(tmp_path) -> None:
-    service = await start_real_service(tmp_path)
+async def test_storage_check_fails_when_the_store_does_not_answer(database) -> None:
+    service = await start_real_service(database)
     blocker = asyncio.Event()
     try:
         loop = asyncio.get_running_loop()

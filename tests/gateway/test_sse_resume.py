@@ -152,10 +152,10 @@ async def test_an_idle_reconnect_resumes_after_the_checkpoint(client) -> None:
 # -- auth, rate limits and the audit see streams as any other call -----------------------
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def guarded(tmp_path_factory):
+async def guarded(tmp_path_factory, new_database):
     folder = tmp_path_factory.mktemp("sse-auth")
     credentials = write_auth_file(folder)
-    service = await start_real_service(folder, auth_file=str(credentials.auth_file),
+    service = await start_real_service(new_database(), auth_file=str(credentials.auth_file),
                                        audit_log=str(folder / "audit.log"))
     service.audit_path = folder / "audit.log"
     yield service

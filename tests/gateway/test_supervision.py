@@ -55,11 +55,11 @@ def _accepts(port: int) -> bool:
 class Serve:
     """A `poet-grpc serve` process on free ports."""
 
-    def __init__(self, tmp_path: Path, **env: str):
+    def __init__(self, db: str | Path, **env: str):
         self.grpc_port, self.http_port = _free_port(), _free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         # No drain unless a test asks for one (the default would add 5 s to every stop).
-        environment = dict(os.environ, POET_DB=str(tmp_path / "poet.db"), POET_SHUTDOWN_GRACE_SECONDS="1",
+        environment = dict(os.environ, POET_DB=str(db), POET_SHUTDOWN_GRACE_SECONDS="1",
                            POET_SHUTDOWN_DRAIN_SECONDS="0")
         environment.update(env)
         self.process = subprocess.Popen(
@@ -91,11 +91,11 @@ class Serve:
 
 
 @pytest.fixture
-def serve(tmp_path):
+def serve(database):
     started: list[Serve] = []
 
     def start(**env: str) -> Serve:
-        started.append(Serve(tmp_path, **env))
+        started.append(Serve(database, **env))
         return started[-1]
 
     yield start

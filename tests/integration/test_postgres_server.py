@@ -5,6 +5,7 @@ database, as replicas do, writing at once."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -47,8 +48,8 @@ def settings(postgres_url, request) -> Settings:
 
 
 @pytest_asyncio.fixture
-async def replicas(settings):
-    """Two servers on the same database; a stub for each."""
+async def replica_servers(settings):
+    """Two servers on the same database: (server, stub) of each."""
     from poet_grpc.api.server import create_server
 
     servers, channels = [], []
@@ -57,12 +58,18 @@ async def replicas(settings):
             server, port = await create_server(settings)
             servers.append(server)
             channels.append(grpc.aio.insecure_channel(f"127.0.0.1:{port}"))
-        yield [poet_service_pb2_grpc.PoetServiceStub(channel) for channel in channels]
+        yield [(server, poet_service_pb2_grpc.PoetServiceStub(channel)) for server, channel in zip(servers, channels)]
     finally:
         for channel in channels:
             await channel.close()
         for server in servers:
             await server.stop(grace=1)
+
+
+@pytest.fixture
+def replicas(replica_servers):
+    """A stub for each of two servers on the same database."""
+    return [stub for _, stub in replica_servers]
 
 
 async def _enhance_retrying(stub, request: pb.EnhanceRequest) -> pb.EnhanceResponse:
@@ -103,3 +110,68 @@ async def test_replicas_replay_one_request_id_and_dedup_event_ids(replicas):
     logged = [e.id for e in listing.events]
     assert sorted(firsts) == sorted(logged) and len(set(logged)) == len(logged) == 55
     assert [e.position for e in listing.events] == sorted(e.position for e in listing.events)
+
+
+async def test_a_replica_streams_what_another_appends_at_once(replicas):
+    # Checkpoints (and the idle look at the store) only every 30 s: what arrives
+    # sooner was woken by the other replica's commit (LISTEN/NOTIFY).
+    writer, reader = replicas
+    await writer.PublishEvents(pb.PublishEventsRequest(events=[events_pb2.Event(type="warm.up")]))
+    stream = reader.StreamEvents(pb.StreamEventsRequest(live_only=True))
+    first = await asyncio.wait_for(stream.read(), 10)
+    assert first.WhichOneof("item") == "checkpoint"
+    received = []
+    for round_ in range(5):
+        sent = [events_pb2.Event(id=f"live-{round_}-{i}", type="live.tick") for i in range(1 + round_ * 7)]
+        started = time.monotonic()
+        acked = await writer.PublishEvents(pb.PublishEventsRequest(events=sent))
+        while len(received) < sum(1 + r * 7 for r in range(round_ + 1)):
+            item = await asyncio.wait_for(stream.read(), 5)
+            if item.WhichOneof("item") == "event":
+                received.append((item.event.position, item.event.id))
+        assert time.monotonic() - started < 5
+        assert received[-len(sent):] == [(r.position, r.id) for r in acked.results]
+    stream.cancel()
+    positions = [p for p, _ in received]
+    assert positions == list(range(positions[0], positions[0] + len(positions)))
+
+
+async def test_each_consumer_runs_on_one_replica_and_moves_when_it_stops(replica_servers):
+    def held(server) -> set[str]:
+        gauge = server.core.metrics.consumer_leases
+        return {labels[0] for labels, child in gauge._metrics.items() if child._value.get() == 1}
+
+    (first, _), (second, _) = replica_servers
+    deadline = time.monotonic() + 10
+    while not ({"learning", "inbound"} <= held(first) | held(second)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert {"learning", "inbound"} <= held(first) | held(second)
+    assert not held(first) & held(second)
+    holder, other = (first, second) if "learning" in held(first) else (second, first)
+    await holder.stop(grace=1)
+    deadline = time.monotonic() + 10
+    while "learning" not in held(other) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert "learning" in held(other)
+
+
+async def test_feedback_on_every_replica_at_once_makes_one_new_version(replicas):
+    from test_learning import FETCH
+
+    await _enhance_retrying(replicas[0], pb.EnhanceRequest(function_name="fetch_rate", original_code=FETCH))
+    answers = await asyncio.gather(*(
+        replicas[n % 2].SubmitFeedback(pb.SubmitFeedbackRequest(function_name="fetch_rate", version="v1",
+                                                                  feedback_type=pb.user, rating=1))
+        for n in range(12)
+    ), return_exceptions=True)
+    # A replica that lost the race to the other's regeneration says so (ABORTED, retry)
+    # or answers that the version was already replaced; never a second new version.
+    succeeded = [a for a in answers if not isinstance(a, Exception)]
+    assert all(isinstance(a, grpc.aio.AioRpcError) and a.code() == grpc.StatusCode.ABORTED
+               for a in answers if isinstance(a, Exception)), answers
+    assert sum(a.status == pb.requires_update for a in succeeded) == 1
+    for stub in replicas:
+        versions = (await stub.ListVersions(pb.ListVersionsRequest(function_name="fetch_rate"))).versions
+        assert [v.version for v in versions] == ["v1", "v2"]
+        updates = (await stub.ListEvents(pb.ListEventsRequest(event_type="function.update"))).events
+        assert len(updates) == 1 and updates[0].payload["new_version"] == "v2"
