@@ -44,7 +44,7 @@ from poet_grpc.store import BaseStore, Store, StoreUnavailable
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_GROUP = 512
-"""Most writes committed in one group."""
+"""Most writes committed in one group (the store may allow fewer: BaseStore.group_limit)."""
 
 _STOP = object()
 
@@ -104,6 +104,7 @@ class Database:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._committed: list[Callable[[list[EventRecord], list[int]], None]] = []
         self._closed = False
+        self._group_limit = min(MAX_GROUP, store.group_limit)
         self.page_tokens = PageTokens(store.page_token_key)
         """Signed with the database's own key: tokens outlive a restart."""
         self._thread = threading.Thread(target=self._serve, name="poet-store", daemon=True)
@@ -183,7 +184,7 @@ class Database:
             group = [work]
             # Everything already queued behind it joins the group, up to the first
             # read (reads keep their place in line).
-            while len(group) < MAX_GROUP:
+            while len(group) < self._group_limit:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:

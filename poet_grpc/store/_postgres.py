@@ -132,6 +132,11 @@ class PostgresStore(BaseStore):
 
     _driver_errors = (psycopg.Error,)
     _release_savepoints = False  # a round trip each; the commit ends them all
+    # Each write of a group runs in a savepoint or two, each a subtransaction once it
+    # writes. Past 64 in one transaction PostgreSQL's per-backend cache of them
+    # overflows, and every other session's snapshot then has to look them up (slower
+    # reads for all replicas while the group is open): keep groups under that.
+    group_limit = 30
 
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time, connect_timeout: float = 5.0,
                  application_name: str = "poet"):

@@ -125,6 +125,8 @@ class BaseStore:
     connection. Every public method is one engine call (`_store_call`)."""
 
     _driver_errors: tuple[type[Exception], ...] = ()
+    group_limit = 512
+    """Most writes run_group should be given at once."""
     _release_savepoints = True
     """Release a nested block's savepoint when it succeeds. Not needed for correctness
     (a later savepoint of the same name shadows it; the commit ends them all), only
