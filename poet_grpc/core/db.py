@@ -117,9 +117,7 @@ class Database:
         (synchronous: its mode). clock: the store's clock of append times (tests)."""
         extra = {} if clock is None else {"clock": clock}
         if is_postgres_url(db):
-            # psycopg only when used
-            from poet_grpc.store import PostgresStore
-            from poet_grpc.store._replicas import PostgresLeases, log_wakeups
+            from poet_grpc.store import PostgresLeases, PostgresStore, log_wakeups  # psycopg only when used
 
             url = str(db)
             store = await asyncio.to_thread(PostgresStore, url, **extra)

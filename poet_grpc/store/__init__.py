@@ -6,7 +6,8 @@ from ._errors import StoreError, StoreUnavailable
 from ._sqlite import Store
 from ._store import BaseStore, StoredRequest
 
-__all__ = ["BaseStore", "PostgresStore", "Store", "StoreError", "StoreUnavailable", "StoredRequest"]
+__all__ = ["BaseStore", "PostgresLeases", "PostgresStore", "Store", "StoreError", "StoreUnavailable",
+           "StoredRequest", "log_wakeups"]
 
 
 def __getattr__(name: str):
@@ -15,4 +16,8 @@ def __getattr__(name: str):
         from ._postgres import PostgresStore
 
         return PostgresStore
+    if name in ("PostgresLeases", "log_wakeups"):
+        from . import _replicas
+
+        return getattr(_replicas, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
